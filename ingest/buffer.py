@@ -6,10 +6,10 @@ reference `ingest._reference.buffer`. Both follow `ingest._protocols`.
 from ingest._select import PURE_PYTHON
 
 if PURE_PYTHON:
-    from ingest._reference.buffer import BatchBuffer, LineFramer, split_json_array
+    from ingest._reference.buffer import BatchBuffer, LineFramer, SealedBatch, split_json_array
 else:
-    from ingest._buffer import BatchBuffer, LineFramer, split_json_array
+    from ingest._buffer import BatchBuffer, LineFramer, SealedBatch, split_json_array
 
 IMPLEMENTATION = "python" if PURE_PYTHON else "cython"
 
-__all__ = ["BatchBuffer", "LineFramer", "split_json_array", "IMPLEMENTATION"]
+__all__ = ["BatchBuffer", "LineFramer", "SealedBatch", "split_json_array", "IMPLEMENTATION"]
