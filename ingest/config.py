@@ -1,0 +1,109 @@
+"""Server settings: one dataclass, filled from defaults, a TOML file, the
+environment and the command line, in that order of precedence (last wins).
+
+Every setting has the same name in each place: ``batch_events`` is
+``batch_events = 1000`` in TOML, ``INGEST_BATCH_EVENTS=1000`` in the
+environment and ``--batch-events 1000`` on the command line.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SINKS = ("duckdb", "parquet")
+TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+class ConfigError(ValueError):
+    """A setting has a value the server cannot use."""
+
+
+@dataclass
+class Settings:
+    data_dir: Path = field(default=Path("data"), metadata={"help": "directory for ingest.duckdb, parquet/ and server state"})
+    host: str = field(default="127.0.0.1", metadata={"help": "address to bind both sources to"})
+    tcp_port: int = field(default=7070, metadata={"help": "NDJSON-over-TCP port (0 picks a free port)"})
+    http_port: int = field(default=7080, metadata={"help": "HTTP port (0 picks a free port)"})
+    sink: str = field(default="duckdb", metadata={"help": "where batches land: duckdb or parquet"})
+    batch_events: int = field(default=250_000, metadata={"help": "seal a table's batch at this many events"})
+    batch_bytes: int = field(default=64 << 20, metadata={"help": "seal a table's batch at this many bytes of JSON"})
+    flush_interval: int = field(default=1000, metadata={"help": "seal a table's batch this many ms after its first event"})
+    tcp_table: str = field(default="events", metadata={"help": "table that TCP lines go to"})
+    max_line_bytes: int = field(default=1 << 20, metadata={"help": "longer TCP lines are rejected and counted"})
+    max_body_bytes: int = field(default=64 << 20, metadata={"help": "HTTP bodies over this (after gunzip) get 413"})
+    log_level: str = field(default="info", metadata={"help": "debug, info, warning or error"})
+
+    def validate(self) -> None:
+        if self.sink not in SINKS:
+            raise ConfigError(f"sink must be one of {', '.join(SINKS)}, not {self.sink!r}")
+        if not TABLE_NAME.match(self.tcp_table):
+            raise ConfigError(f"tcp_table {self.tcp_table!r} is not a valid table name ({TABLE_NAME.pattern})")
+        for name in ("tcp_port", "http_port"):
+            if not 0 <= getattr(self, name) <= 65535:
+                raise ConfigError(f"{name} must be between 0 and 65535")
+        for name in ("batch_events", "batch_bytes", "flush_interval", "max_line_bytes", "max_body_bytes"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, not {getattr(self, name)}")
+
+    @property
+    def duckdb_path(self) -> Path:
+        return self.data_dir / "ingest.duckdb"
+
+    @property
+    def parquet_dir(self) -> Path:
+        return self.data_dir / "parquet"
+
+    @property
+    def state_path(self) -> Path:
+        """Written while the server runs, so `ingest query` can find it."""
+        return self.data_dir / "server.json"
+
+
+def env_name(name: str) -> str:
+    return "INGEST_" + name.upper()
+
+
+def flag_name(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _convert(name: str, value, source: str):
+    kind = {f.name: f.type for f in dataclasses.fields(Settings)}[name]
+    try:
+        if kind == "int":
+            return int(value)
+        if kind == "Path":
+            return Path(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{source}: {name} must be an {kind}, not {value!r}") from None
+
+
+def load(config_file: Path | None, cli_values: dict, environ=os.environ) -> Settings:
+    """Settings from defaults < TOML file < INGEST_* environment < command line."""
+    names = [f.name for f in dataclasses.fields(Settings)]
+    values: dict = {}
+    if config_file is not None:
+        try:
+            doc = tomllib.loads(Path(config_file).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {config_file}: {exc}") from None
+        doc = doc.get("serve", doc)  # settings may sit at top level or under [serve]
+        for key, value in doc.items():
+            key = key.replace("-", "_")
+            if key not in names:
+                raise ConfigError(f"{config_file}: unknown setting {key!r}")
+            values[key] = _convert(key, value, str(config_file))
+    for name in names:
+        if env_name(name) in environ:
+            values[name] = _convert(name, environ[env_name(name)], env_name(name))
+    for name, value in cli_values.items():
+        if value is not None:
+            values[name] = _convert(name, value, flag_name(name))
+    settings = Settings(**values)
+    settings.validate()
+    return settings

@@ -1,0 +1,34 @@
+"""Reproducible event corpora for tests and benchmarks: ~200-byte JSON
+events with ints, floats, bools, strings, ISO timestamps, a nested object and
+optional fields. The same seed gives the same bytes."""
+from __future__ import annotations
+
+import random
+
+EVENT_NAMES = ("page_view", "click", "signup", "purchase", "logout", "search")
+COUNTRIES = ("DE", "FR", "US", "BR", "JP", "IN", "NG", "AU")
+PLANS = ("free", "pro", "team", "enterprise")
+
+
+def event_line(i: int, rng: random.Random) -> str:
+    """One event as a JSON line (without newline); `id` is `i`."""
+    ms = 1_700_000_000_000 + i * 7
+    seconds, millis = divmod(ms, 1000)
+    day, rest = divmod(seconds, 86400)
+    hour, rest = divmod(rest, 3600)
+    minute, second = divmod(rest, 60)
+    timestamp = f"2024-{1 + day % 12:02d}-{1 + day % 28:02d}T{hour:02d}:{minute:02d}:{second:02d}.{millis:03d}Z"
+    optional = f',"coupon":"C{rng.randrange(10_000):04d}"' if i % 3 == 0 else ""
+    return (
+        f'{{"id":{i},"ts":"{timestamp}","user_id":{rng.randrange(1_000_000)},'
+        f'"event":"{EVENT_NAMES[i % len(EVENT_NAMES)]}","amount":{rng.randrange(100_000) / 100},'
+        f'"ok":{"true" if i % 5 else "false"},"country":"{COUNTRIES[i % len(COUNTRIES)]}",'
+        f'"context":{{"plan":"{PLANS[i % len(PLANS)]}","session":"s{rng.randrange(1 << 30):09x}","retries":{i % 4}}}'
+        f'{optional},"path":"/app/item/{rng.randrange(100_000)}"}}'
+    )
+
+
+def ndjson(count: int, seed: int = 0, start: int = 0) -> bytes:
+    """`count` events as NDJSON bytes, ids start..start+count-1."""
+    rng = random.Random(seed)
+    return ("\n".join(event_line(i, rng) for i in range(start, start + count)) + "\n").encode()

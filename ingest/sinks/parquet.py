@@ -1,0 +1,60 @@
+"""Parquet sink: zstd files under DIR/parquet/{table}/, each batch one file,
+written to a hidden temporary name and renamed, so readers globbing
+``*.parquet`` only ever see whole files."""
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ingest.sinks.base import query_arrow, quote_identifier
+
+
+class ParquetSink:
+    name = "parquet"
+
+    def __init__(self, root: Path):
+        root.mkdir(parents=True, exist_ok=True)
+        self.root = root
+        self._sequence = itertools.count()
+        self._started = time.strftime("%Y%m%dT%H%M%S")
+
+    def write(self, table: str, batch: pa.RecordBatch) -> None:
+        directory = self.root / table
+        directory.mkdir(exist_ok=True)
+        name = f"{self._started}-{os.getpid()}-{next(self._sequence):08d}.parquet"
+        temporary = directory / f".{name}.tmp"
+        pq.write_table(pa.Table.from_batches([batch]), temporary, compression="zstd")
+        os.replace(temporary, directory / name)
+
+    def query(self, sql: str) -> pa.Table:
+        return query_directory(self.root, sql)
+
+    def close(self) -> None:
+        pass
+
+
+def query_directory(root: Path, sql: str) -> pa.Table:
+    """SQL over every table directory under `root`, each exposed as a view."""
+    con = duckdb.connect(":memory:")
+    try:
+        if root.is_dir():
+            for directory in sorted(p for p in root.iterdir() if p.is_dir()):
+                if not any(directory.glob("*.parquet")):
+                    continue
+                pattern = str(directory / "*.parquet").replace("'", "''")
+                con.execute(
+                    f"CREATE VIEW {quote_identifier(directory.name)} AS "
+                    f"SELECT * FROM read_parquet('{pattern}', union_by_name = true)"
+                )
+        return query_arrow(con, sql)
+    finally:
+        con.close()
+
+
+__all__ = ["ParquetSink", "query_directory"]
