@@ -1,0 +1,163 @@
+"""Shared fixtures: the real server as a subprocess on free loopback ports."""
+from __future__ import annotations
+
+import gzip
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+LISTENING = re.compile(r"^ingest: listening tcp=(?P<host>[^:]+):(?P<tcp>\d+) http=[^:]+:(?P<http>\d+)$")
+START_TIMEOUT = 30
+POLL_TIMEOUT = 60
+
+
+def pytest_sessionstart(session):
+    # A broken build must never pass as "fast": in the normal run the compiled
+    # hot path has to be what is loaded.
+    if os.environ.get("INGEST_PURE_PYTHON", "") in ("", "0"):
+        from ingest import buffer, encoder
+
+        assert buffer.IMPLEMENTATION == "cython" and encoder.IMPLEMENTATION == "cython"
+        import ingest._buffer
+        import ingest._encoder
+
+        assert ingest._buffer.__file__.endswith(".so") and ingest._encoder.__file__.endswith(".so")
+
+
+def poll(predicate, timeout=POLL_TIMEOUT, interval=0.02, what="condition"):
+    """Polls until predicate() is truthy; returns its value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(interval)
+
+
+class ServerProcess:
+    """`ingest serve` in a subprocess, with helpers to talk to it."""
+
+    def __init__(self, data_dir: Path, args: list[str], env: dict):
+        self.data_dir = data_dir
+        self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
+        self._log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ingest", "serve", "--data-dir", str(data_dir),
+             "--tcp-port", "0", "--http-port", "0", *args],
+            stdout=subprocess.PIPE, stderr=self._log, text=True, env=env,
+        )
+        line = self.proc.stdout.readline().strip()
+        match = LISTENING.match(line)
+        if not match:
+            self.proc.kill()
+            raise AssertionError(f"server did not start: {line!r}\n{self.log()}")
+        self.host = match["host"]
+        self.tcp_port = int(match["tcp"])
+        self.http_port = int(match["http"])
+
+    def log(self) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text()
+
+    # talking to it
+
+    def tcp_connect(self) -> socket.socket:
+        sock = socket.create_connection((self.host, self.tcp_port))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+
+    def send_tcp(self, payload: bytes) -> None:
+        with self.tcp_connect() as sock:
+            sock.sendall(payload)
+
+    def http(self, method: str, path: str, body=None, headers=None) -> tuple[int, dict, bytes]:
+        conn = http.client.HTTPConnection(self.host, self.http_port, timeout=60)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            response = conn.getresponse()
+            return response.status, dict(response.getheaders()), response.read()
+        finally:
+            conn.close()
+
+    def ingest(self, table: str, body: bytes, content_type="application/x-ndjson", gzipped=False):
+        headers = {"Content-Type": content_type}
+        if gzipped:
+            body = gzip.compress(body)
+            headers["Content-Encoding"] = "gzip"
+        status, _, payload = self.http("POST", f"/v1/ingest/{table}", body, headers)
+        return status, json.loads(payload)
+
+    def stats(self, table: str | None = None) -> dict:
+        status, _, payload = self.http("GET", "/v1/stats")
+        assert status == 200
+        stats = json.loads(payload)
+        return stats["tables"].get(table, {}) if table else stats
+
+    def wait_landed(self, table: str, landed: int) -> dict:
+        def reached():
+            counters = self.stats(table)
+            return counters if counters.get("landed", 0) >= landed else None
+        return poll(reached, what=f"{landed} events landed in {table}")
+
+    def wait_received(self, table: str, received: int) -> dict:
+        def reached():
+            counters = self.stats(table)
+            return counters if counters.get("received", 0) >= received else None
+        return poll(reached, what=f"{received} events received for {table}")
+
+    def query(self, sql: str) -> pa.Table:
+        status, _, payload = self.http("POST", "/v1/query", sql.encode(), {"Content-Type": "text/plain"})
+        assert status == 200, payload
+        return pa.ipc.open_stream(payload).read_all()
+
+    def stop(self, sig=signal.SIGTERM, timeout=60) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                raise AssertionError(f"server did not stop within {timeout}s\n{self.log()}")
+        self.proc.stdout.close()
+        self._log.close()
+        return self.proc.returncode
+
+
+@pytest.fixture(params=["cython", "python"])
+def implementation(request):
+    """Runs a test on the compiled hot path and on the pure-Python reference."""
+    return request.param
+
+
+@pytest.fixture
+def start_server(tmp_path):
+    """start_server(*args, implementation="cython", event_loop="uvloop", name="data")."""
+    servers: list[ServerProcess] = []
+
+    def start(*args, implementation="cython", event_loop="uvloop", name="data", extra_env=None):
+        env = dict(os.environ)
+        env["INGEST_PURE_PYTHON"] = "1" if implementation == "python" else "0"
+        env["INGEST_EVENT_LOOP"] = event_loop
+        env.update(extra_env or {})
+        server = ServerProcess(tmp_path / name, [str(a) for a in args], env)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        if server.proc.poll() is None:
+            server.proc.kill()
+            server.proc.wait()

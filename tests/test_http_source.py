@@ -1,0 +1,135 @@
+"""HTTP ingest, end to end through a real server subprocess."""
+import http.client
+import json
+import re
+import socket
+
+import pytest
+
+from ingest.corpus import ndjson
+
+NEVER = ["--flush-interval", 600_000]
+
+
+def test_ndjson_body_round_trip(start_server, implementation):
+    server = start_server(implementation=implementation)
+    status, reply = server.ingest("clicks", ndjson(300))
+    assert (status, reply) == (200, {"accepted": 300, "rejected": 0, "errors": []})
+    server.wait_landed("clicks", 300)
+    assert server.query("SELECT count(DISTINCT id) AS n FROM clicks").to_pylist() == [{"n": 300}]
+    assert server.stop() == 0
+
+
+def test_invalid_line_in_the_middle_is_reported_and_neighbours_land(start_server, implementation):
+    server = start_server(implementation=implementation)
+    body = b'{"n":1}\n{"n":2\n{"n":3}\n[1,2]\n{"n":5}\n'
+    status, reply = server.ingest("t", body)
+    assert status == 200
+    assert reply["accepted"] == 3 and reply["rejected"] == 2
+    assert [e["line"] for e in reply["errors"]] == [2, 4]
+    assert all(e["error"] for e in reply["errors"])
+    server.wait_landed("t", 3)
+    assert server.query("SELECT n FROM t ORDER BY n").to_pylist() == [{"n": 1}, {"n": 3}, {"n": 5}]
+    assert server.stop() == 0
+
+
+def test_no_valid_line_is_400(start_server):
+    server = start_server()
+    status, reply = server.ingest("t", b"not json\n{broken\n")
+    assert status == 400 and reply["accepted"] == 0 and reply["rejected"] == 2
+    assert server.stop() == 0
+
+
+def test_gzip_and_json_array_bodies(start_server):
+    server = start_server()
+    assert server.ingest("t", ndjson(100), gzipped=True)[1]["accepted"] == 100
+    def array(first_id):
+        return json.dumps([{"id": first_id + i, "tags": [i, i + 1], "v": i / 2} for i in range(50)]).encode()
+    assert server.ingest("t", array(1000), content_type="application/json")[1]["accepted"] == 50
+    assert server.ingest("t", array(2000), content_type="application/json", gzipped=True)[1]["accepted"] == 50
+    assert server.ingest("t", b'{"id": 5000}', content_type="application/json")[1]["accepted"] == 1
+    server.wait_landed("t", 201)
+    assert server.query("SELECT count(*) AS n FROM t").to_pylist() == [{"n": 201}]
+    assert server.query("SELECT tags FROM t WHERE id = 1003").to_pylist() == [{"tags": "[3, 4]"}]
+    assert server.stop() == 0
+
+
+def test_chunked_transfer_encoding(start_server):
+    server = start_server()
+    conn = http.client.HTTPConnection(server.host, server.http_port)
+    body = ndjson(200)
+    chunks = [body[i:i + 777] for i in range(0, len(body), 777)]
+    conn.request("POST", "/v1/ingest/chunked", body=iter(chunks), encode_chunked=True,
+                 headers={"Content-Type": "application/x-ndjson", "Transfer-Encoding": "chunked"})
+    response = conn.getresponse()
+    assert response.status == 200 and json.loads(response.read())["accepted"] == 200
+    conn.close()
+    assert server.stop() == 0
+
+
+def test_keep_alive_serves_many_requests_on_one_connection(start_server):
+    server = start_server()
+    conn = http.client.HTTPConnection(server.host, server.http_port)
+    for i in range(20):
+        conn.request("POST", "/v1/ingest/ka", body=ndjson(5, start=i * 5), headers={"Content-Type": "application/x-ndjson"})
+        response = conn.getresponse()
+        assert response.status == 200 and json.loads(response.read())["accepted"] == 5
+    conn.close()
+    server.wait_landed("ka", 100)
+    assert server.stop() == 0
+
+
+def test_pipelined_requests_are_answered_in_order(start_server):
+    server = start_server()
+    requests = b"".join(
+        b"POST /v1/ingest/pipe HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+        for body in (b'{"a":1}\n', b'{"a":2}\n{"a":3}\n', b"nope\n")
+    ) + b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    with socket.create_connection((server.host, server.http_port)) as sock:
+        sock.sendall(requests)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", received)
+    assert statuses == [b"200", b"200", b"400", b"200"]
+    assert b'"accepted":2' in received and received.rstrip().endswith(b'{"status":"ok"}')
+    assert server.stop() == 0
+
+
+@pytest.mark.parametrize("method,path,body,headers,status", [
+    ("GET", "/v1/ingest/t", None, {}, 405),
+    ("POST", "/nowhere", b"{}", {}, 404),
+    ("POST", "/v1/ingest/t", b"a,b\n1,2\n", {"Content-Type": "text/csv"}, 415),
+    ("POST", "/v1/ingest/t", b"{}", {"Content-Encoding": "br"}, 415),
+    ("POST", "/v1/ingest/1bad", b"{}", {}, 400),
+    ("POST", "/v1/ingest/x;DROP%20TABLE%20y", b"{}", {}, 400),
+    ("POST", "/v1/ingest/t", b"[{}, ", {"Content-Type": "application/json"}, 400),
+    ("POST", "/v1/ingest/t", b"\x1f\x8b not gzip", {"Content-Encoding": "gzip"}, 400),
+])
+def test_bad_requests_get_clear_status_codes(start_server, method, path, body, headers, status):
+    server = start_server()
+    got, reply_headers, payload = server.http(method, path, body, headers)
+    assert got == status
+    assert json.loads(payload)["error"]
+    if status == 405:
+        assert reply_headers["Allow"] == "POST"
+    assert server.http("GET", "/health")[0] == 200  # the server goes on
+    assert server.stop() == 0
+
+
+def test_body_over_the_limit_is_413_before_it_is_read(start_server):
+    server = start_server("--max-body-bytes", 10_000)
+    with socket.create_connection((server.host, server.http_port)) as sock:
+        # Announce a big body but send only the headers: the answer must come anyway.
+        sock.sendall(b"POST /v1/ingest/t HTTP/1.1\r\nHost: x\r\nContent-Length: 50000000\r\n\r\n")
+        reply = sock.recv(65536)
+    assert reply.startswith(b"HTTP/1.1 413")
+    # Chunked and gzip bodies are measured as they stream in (gzip after inflating).
+    assert server.ingest("t", b'{"pad":"' + b"x" * 100_000 + b'"}\n', gzipped=True)[0] == 413
+    conn = http.client.HTTPConnection(server.host, server.http_port)
+    conn.request("POST", "/v1/ingest/t", body=iter([b"{}\n" * 5000] * 3), encode_chunked=True,
+                 headers={"Transfer-Encoding": "chunked"})
+    assert conn.getresponse().status == 413
+    assert server.http("GET", "/health")[0] == 200
+    assert server.stop() == 0

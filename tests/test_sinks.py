@@ -1,0 +1,68 @@
+"""Both sinks end to end: types, schema evolution, queries while running."""
+import json
+import subprocess
+import sys
+
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+
+from ingest.corpus import ndjson
+
+
+@pytest.mark.parametrize("sink", ["duckdb", "parquet"])
+def test_schema_evolution_adds_and_widens_columns(start_server, sink):
+    server = start_server("--sink", sink, "--batch-events", 2, "--flush-interval", 600_000)
+    assert server.ingest("evo", b'{"a":1,"b":"x"}\n{"a":2,"b":"y"}\n')[0] == 200
+    server.wait_landed("evo", 2)
+    assert server.ingest("evo", b'{"a":2.5,"c":true}\n{"a":3,"d":{"k":[1]}}\n')[0] == 200
+    server.wait_landed("evo", 4)
+    rows = server.query("SELECT a, b, c, d FROM evo ORDER BY a").to_pylist()
+    assert rows == [
+        {"a": 1.0, "b": "x", "c": None, "d": None},
+        {"a": 2.0, "b": "y", "c": None, "d": None},
+        {"a": 2.5, "b": None, "c": True, "d": None},
+        {"a": 3.0, "b": None, "c": None, "d": '{"k":[1]}'},
+    ]
+    # a type conflict is a rejected line, not a failed batch
+    status, reply = server.ingest("evo", b'{"a":"text"}\n{"a":4}\n')
+    server.wait_landed("evo", 5)
+    counters = server.stats("evo")
+    assert counters["rejected"] == 1 and counters["landed"] == 5
+    assert server.stop() == 0
+
+
+def test_parquet_files_are_zstd_and_readable_while_the_server_runs(start_server):
+    server = start_server("--sink", "parquet", "--batch-events", 100)
+    server.send_tcp(ndjson(1000))
+    server.wait_landed("events", 1000)
+    files = sorted((server.data_dir / "parquet" / "events").iterdir())
+    assert files and all(f.suffix == ".parquet" and not f.name.startswith(".") for f in files)
+    assert pq.ParquetFile(files[0]).metadata.row_group(0).column(0).compression == "ZSTD"
+    con = duckdb.connect()
+    pattern = str(server.data_dir / "parquet" / "events" / "*.parquet")
+    assert con.execute(f"SELECT count(*) FROM read_parquet('{pattern}')").fetchone() == (1000,)
+    assert server.stop() == 0
+
+
+@pytest.mark.parametrize("sink", ["duckdb", "parquet"])
+def test_ingest_query_cli_while_the_server_runs(start_server, sink):
+    server = start_server("--sink", sink, "--batch-events", 10)
+    server.send_tcp(ndjson(100))
+    server.wait_landed("events", 100)
+    result = subprocess.run(
+        [sys.executable, "-m", "ingest", "query", "--data-dir", str(server.data_dir), "--format", "json",
+         "SELECT count(*) AS n, max(id) AS top FROM events"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"n": 100, "top": 99}
+    # the server keeps ingesting after the query
+    server.send_tcp(ndjson(10, start=100))
+    server.wait_landed("events", 110)
+    bad = subprocess.run(
+        [sys.executable, "-m", "ingest", "query", "--data-dir", str(server.data_dir), "SELECT * FROM missing_table"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert bad.returncode == 1 and "missing_table" in bad.stderr
+    assert server.stop() == 0
