@@ -228,7 +228,7 @@ class HttpIngestProtocol(asyncio.Protocol):
             status, document = self._ingest(path[len(INGEST_PREFIX):], headers, body)
             return render_response(status, json_body(document), JSON_TYPE, keep_alive)
         if path == "/health":
-            self._allow(method, "GET", "HEAD")
+            self._allow(method, "GET")
             return render_response(200, b'{"status":"ok"}', JSON_TYPE, keep_alive)
         if path == "/v1/stats":
             self._allow(method, "GET")
