@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from ingest.buffer import BatchBuffer
 from ingest.encoder import Encoder
+from ingest.rejections import RejectionLog
 from ingest.sinks import Sink
 
 log = logging.getLogger("ingest.pipeline")
@@ -29,7 +30,7 @@ class TableCounters:
     received: int = 0  # events accepted into the buffer
     rejected: int = 0  # events the encoder refused (bad JSON, type conflict)
     landed: int = 0  # events committed in the sink
-    failed: int = 0  # events whose batch the sink refused (kept in the dead-letter log)
+    failed: int = 0  # events whose batch the sink refused (kept in the dead-letter directory)
     batches_sealed: dict = field(default_factory=lambda: dict.fromkeys(SEAL_TRIGGERS, 0))
     batches_landed: int = 0
 
@@ -56,7 +57,7 @@ class TablePipeline:
         flush_interval_ms: int,
         encode_pool: Executor,
         sink_pool: Executor,
-        rejections,
+        rejections: RejectionLog,
     ):
         self.table = table
         self.buffer = BatchBuffer(batch_events, batch_bytes)
@@ -66,7 +67,7 @@ class TablePipeline:
         self._flush_interval = flush_interval_ms / 1000
         self._encode_pool = encode_pool
         self._sink_pool = sink_pool
-        self._rejections = rejections  # callable(table, line: bytes, reason: str)
+        self._rejections = rejections
         self._loop = asyncio.get_running_loop()
         self._age_timer: asyncio.TimerHandle | None = None
         self._sealed: asyncio.Queue = asyncio.Queue()
@@ -151,9 +152,17 @@ class TablePipeline:
                     self.table, batch.num_rows, (time.monotonic() - sealed_at) * 1000,
                 )
             except Exception as exc:
-                # Retries, bisection and a dead-letter store come with backpressure (issue 5).
-                log.error("table %s: the %s sink refused a batch of %d events: %s",
-                          self.table, self._sink.name, batch.num_rows, exc)
+                # Retries and poison-row bisection come with backpressure (issue 5);
+                # for now the batch is kept whole in the dead-letter directory.
+                reason = f"{type(exc).__name__}: {exc}"
+                try:
+                    kept = await self._loop.run_in_executor(
+                        self._sink_pool, self._rejections.failed_batch, self.table, batch, reason)
+                except Exception:
+                    log.exception("table %s: could not keep a refused batch of %d events", self.table, batch.num_rows)
+                    kept = "nowhere"
+                log.error("table %s: the %s sink refused a batch of %d events (%s); kept in %s",
+                          self.table, self._sink.name, batch.num_rows, reason, kept)
                 self._fail(batch.num_rows)
             finally:
                 self._encoded.task_done()

@@ -4,8 +4,10 @@ import subprocess
 import sys
 
 import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import poll
 
 from ingest.corpus import ndjson
 
@@ -66,3 +68,24 @@ def test_ingest_query_cli_while_the_server_runs(start_server, sink):
     )
     assert bad.returncode == 1 and "missing_table" in bad.stderr
     assert server.stop() == 0
+
+
+def test_a_batch_the_sink_refuses_is_kept_in_the_dead_letter_directory(start_server, tmp_path):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    with duckdb.connect(str(data_dir / "ingest.duckdb")) as con:
+        con.execute("CREATE TABLE guarded (a INTEGER CHECK (a < 10))")
+    server = start_server("--batch-events", 2, "--flush-interval", 600_000)
+    assert server.ingest("guarded", b'{"a":1}\n{"a":2}\n')[0] == 200
+    server.wait_landed("guarded", 2)
+    assert server.ingest("guarded", b'{"a":3}\n{"a":99}\n')[0] == 200  # the sink refuses this batch
+    poll(lambda: server.stats("guarded")["failed"] == 2, what="the refused batch to be counted")
+    assert server.stop() == 0
+    kept = list((data_dir / "deadletter").glob("guarded-*.arrow"))
+    assert len(kept) == 1
+    with pa.OSFile(str(kept[0])) as f:
+        table = pa.ipc.open_file(f).read_all()
+    assert table.column("a").to_pylist() == [3, 99]
+    assert b"Constraint" in table.schema.metadata[b"ingest.reason"]
+    with duckdb.connect(str(data_dir / "ingest.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT a FROM guarded ORDER BY a").fetchall() == [(1,), (2,)]

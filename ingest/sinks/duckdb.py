@@ -54,14 +54,13 @@ class DuckDBSink:
                 for statement in ddl:
                     con.execute(statement)
                 con.register(BATCH_VIEW, batch)
-                try:
-                    con.execute(f"INSERT INTO {quote_identifier(table)} BY NAME SELECT * FROM {BATCH_VIEW}")
-                finally:
-                    con.unregister(BATCH_VIEW)
+                con.execute(f"INSERT INTO {quote_identifier(table)} BY NAME SELECT * FROM {BATCH_VIEW}")
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
+            finally:
+                con.unregister(BATCH_VIEW)  # after ROLLBACK: an aborted transaction refuses it
             if ddl:
                 columns = self._columns.setdefault(table, {})
                 for field in batch.schema:
