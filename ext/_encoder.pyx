@@ -1,1 +1,1485 @@
-# placeholder
+"""JSON lines -> Arrow record batches: the compiled hot path of `ingest.encoder`.
+
+The layout is described in _encoder.pxd; `ingest/_reference/encoder.py` is the
+readable specification of the same behaviour, and the tests assert that both
+give identical batches and identical errors.
+
+Text columns use int32 offsets (pa.string()): a line whose text would take a
+column past 2 GiB within one encode() call is rejected ("... over 2 GiB of
+text in one batch") rather than switching to large_string.
+"""
+cimport cython
+from cpython.buffer cimport PyBUF_WRITABLE, PyBuffer_FillInfo
+from libc.stdint cimport INT64_MAX, int32_t, int64_t, uint8_t, uint64_t
+from libc.stdlib cimport calloc, free, malloc, realloc
+from libc.string cimport memcmp, memcpy, memset
+
+import pyarrow as pa
+
+from ingest._protocols import EncodeResult
+
+include "_encoder.pxd"
+
+__all__ = ["Encoder", "validate_lines"]
+
+cdef extern from *:
+    """
+    #include <locale.h>
+    #include <stdlib.h>
+
+    /* Scanning strings 8 bytes at a time needs little-endian loads and ctz. */
+    #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ \\
+        && (defined(__GNUC__) || defined(__clang__))
+    #define INGEST_SWAR 1
+    #define ingest_ctz64(x) __builtin_ctzll(x)
+    #else
+    #define INGEST_SWAR 0
+    #define ingest_ctz64(x) 0
+    #endif
+    #define INGEST_ONES 0x0101010101010101ULL
+    #define INGEST_HIGH_BITS 0x8080808080808080ULL
+    #define INGEST_QUOTES 0x2222222222222222ULL
+    #define INGEST_BACKSLASHES 0x5C5C5C5C5C5C5C5CULL
+    #define INGEST_SPACES 0x2020202020202020ULL
+
+    /* strtod in the "C" locale: correctly rounded, thread-safe, and not
+       fooled by a process that set LC_NUMERIC to a comma locale. */
+    static locale_t ingest_c_locale = (locale_t)0;
+    static int ingest_init_c_locale(void) {
+        ingest_c_locale = newlocale(LC_NUMERIC_MASK, "C", (locale_t)0);
+        return ingest_c_locale == (locale_t)0 ? -1 : 0;
+    }
+    static double ingest_strtod(const char *s) {
+        return strtod_l(s, NULL, ingest_c_locale);
+    }
+    """
+    const int INGEST_SWAR
+    const uint64_t INGEST_ONES
+    const uint64_t INGEST_HIGH_BITS
+    const uint64_t INGEST_QUOTES
+    const uint64_t INGEST_BACKSLASHES
+    const uint64_t INGEST_SPACES
+    int ingest_ctz64(uint64_t x) noexcept nogil
+    int ingest_init_c_locale() noexcept
+    double ingest_strtod(const char *s) noexcept nogil
+
+if ingest_init_c_locale() != 0:
+    raise ImportError("ingest._encoder: cannot create the C numeric locale")
+
+cdef double POW10[23]
+POW10[:] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11,
+            1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22]
+
+TYPE_NAMES = ("null", "bool", "int64", "float64", "string", "timestamp", "json")
+JSON_METADATA = {b"ingest.type": b"json"}
+ARROW_TYPES = (None, pa.bool_(), pa.int64(), pa.float64(), pa.string(),
+               pa.timestamp("us", tz="UTC"), pa.string())
+
+# Reason templates by ErrorCode; the reference module spells out the same text.
+SYNTAX_REASONS = {
+    E_END_OF_LINE: "unexpected end of line",
+    E_EXPECTED_VALUE: "expected value",
+    E_EXPECTED_KEY: "expected string key",
+    E_EXPECTED_COLON: "expected ':'",
+    E_EXPECTED_COMMA_BRACE: "expected ',' or '}'",
+    E_EXPECTED_COMMA_BRACKET: "expected ',' or ']'",
+    E_EXPECTED_END: "expected end of line",
+    E_BAD_LITERAL: "invalid literal",
+    E_BAD_NUMBER: "invalid number",
+    E_BAD_ESCAPE: "invalid escape",
+    E_LONE_SURROGATE: "lone surrogate",
+    E_CONTROL_CHAR: "control character in string",
+}
+
+_py_buffer = pa.py_buffer
+_from_buffers = pa.Array.from_buffers
+_from_arrays = pa.RecordBatch.from_arrays
+
+
+# ---------------------------------------------------------------------------
+# Growable buffers and bitmaps
+
+cdef int buf_reserve(GrowBuf *buf, Py_ssize_t extra) noexcept nogil:
+    """Makes room for `extra` more bytes; -1 when out of memory."""
+    if buf.data != NULL and buf.len + extra <= buf.cap:
+        return 0
+    return buf_grow(buf, buf.len + extra)
+
+
+cdef int buf_grow(GrowBuf *buf, Py_ssize_t need) noexcept nogil:
+    cdef Py_ssize_t cap = buf.cap if buf.data == NULL else buf.cap * 2
+    cdef char *data
+    if cap < BUFFER_MIN_SIZE:
+        cap = BUFFER_MIN_SIZE
+    while cap < need:
+        cap *= 2
+    data = <char *>realloc(buf.data, cap)
+    if data == NULL:
+        return -1
+    buf.data = data
+    buf.cap = cap
+    return 0
+
+
+cdef int buf_append(GrowBuf *buf, const void *src, Py_ssize_t n) noexcept nogil:
+    if buf_reserve(buf, n) < 0:
+        return -1
+    memcpy(buf.data + buf.len, src, n)
+    buf.len += n
+    return 0
+
+
+cdef void buf_free(GrowBuf *buf) noexcept nogil:
+    free(buf.data)
+    buf.data = NULL
+    buf.len = 0
+    buf.cap = 0
+
+
+cdef int bitmap_extend(GrowBuf *bits, Py_ssize_t nbits) noexcept nogil:
+    """Makes the bitmap cover `nbits` bits; the new bits are 0."""
+    cdef Py_ssize_t nbytes = (nbits + 7) >> 3
+    if nbytes <= bits.len:
+        return 0
+    if buf_reserve(bits, nbytes - bits.len) < 0:
+        return -1
+    memset(bits.data + bits.len, 0, nbytes - bits.len)
+    bits.len = nbytes
+    return 0
+
+
+cdef inline void bitmap_set(GrowBuf *bits, Py_ssize_t i) noexcept nogil:
+    bits.data[i >> 3] = <char>(<uint8_t>bits.data[i >> 3] | (1 << (i & 7)))
+
+
+# ---------------------------------------------------------------------------
+# Syntax
+
+cdef inline int fail(Parser *ps, int code, Py_ssize_t at) noexcept nogil:
+    ps.error = code
+    ps.error_at = at
+    return -1
+
+
+cdef inline void skip_ws(Parser *ps) noexcept nogil:
+    cdef Py_ssize_t pos = ps.pos
+    cdef unsigned char c
+    while pos < ps.end:
+        c = ps.line[pos]
+        if c != 32 and c != 9 and c != 10 and c != 13:
+            break
+        pos += 1
+    ps.pos = pos
+
+
+cdef inline bint is_digit(unsigned char c) noexcept nogil:
+    return 48 <= c <= 57
+
+
+cdef inline int32_t hex4(const unsigned char *s, Py_ssize_t at, Py_ssize_t n) noexcept nogil:
+    """The value of 4 hex digits at `at`, or -1."""
+    cdef int32_t value = 0
+    cdef unsigned char c
+    cdef Py_ssize_t k
+    if at + 4 > n:
+        return -1
+    for k in range(at, at + 4):
+        c = s[k]
+        if 48 <= c <= 57:
+            value = value * 16 + (c - 48)
+        elif 97 <= c <= 102:
+            value = value * 16 + (c - 87)
+        elif 65 <= c <= 70:
+            value = value * 16 + (c - 55)
+        else:
+            return -1
+    return value
+
+
+cdef inline Py_ssize_t put_utf8(int32_t cp, char *out) noexcept nogil:
+    if cp < 0x80:
+        out[0] = <char>cp
+        return 1
+    if cp < 0x800:
+        out[0] = <char>(0xC0 | (cp >> 6))
+        out[1] = <char>(0x80 | (cp & 0x3F))
+        return 2
+    if cp < 0x10000:
+        out[0] = <char>(0xE0 | (cp >> 12))
+        out[1] = <char>(0x80 | ((cp >> 6) & 0x3F))
+        out[2] = <char>(0x80 | (cp & 0x3F))
+        return 3
+    out[0] = <char>(0xF0 | (cp >> 18))
+    out[1] = <char>(0x80 | ((cp >> 12) & 0x3F))
+    out[2] = <char>(0x80 | ((cp >> 6) & 0x3F))
+    out[3] = <char>(0x80 | (cp & 0x3F))
+    return 4
+
+
+cdef Py_ssize_t utf8_invalid_at(const unsigned char *s, Py_ssize_t n) noexcept nogil:
+    """Offset of the first byte of the first invalid UTF-8 sequence, or -1."""
+    cdef Py_ssize_t i = 0
+    cdef uint64_t word
+    cdef unsigned char c, lo, hi
+    while i + 8 <= n:  # ASCII fast path
+        memcpy(&word, s + i, 8)
+        if word & INGEST_HIGH_BITS:
+            break
+        i += 8
+    while i < n:
+        c = s[i]
+        if c < 0x80:
+            i += 1
+            continue
+        if c < 0xC2 or c > 0xF4:
+            return i
+        if c < 0xE0:
+            if i + 1 >= n or (s[i + 1] & 0xC0) != 0x80:
+                return i
+            i += 2
+            continue
+        lo = 0x80
+        hi = 0xBF
+        if c == 0xE0:
+            lo = 0xA0  # overlong
+        elif c == 0xED:
+            hi = 0x9F  # surrogates
+        elif c == 0xF0:
+            lo = 0x90  # overlong
+        elif c == 0xF4:
+            hi = 0x8F  # above U+10FFFF
+        if i + 1 >= n or s[i + 1] < lo or s[i + 1] > hi:
+            return i
+        if i + 2 >= n or (s[i + 2] & 0xC0) != 0x80:
+            return i
+        if c < 0xF0:
+            i += 3
+            continue
+        if i + 3 >= n or (s[i + 3] & 0xC0) != 0x80:
+            return i
+        i += 4
+    return -1
+
+
+cdef inline Py_ssize_t plain_run(const unsigned char *s, Py_ssize_t n) noexcept nogil:
+    """How many bytes before the first '"', '\\' or control character."""
+    cdef Py_ssize_t i = 0
+    cdef uint64_t word, quote, backslash, hit
+    cdef unsigned char c
+    if INGEST_SWAR:
+        while i + 8 <= n:
+            memcpy(&word, s + i, 8)
+            quote = word ^ INGEST_QUOTES
+            backslash = word ^ INGEST_BACKSLASHES
+            # A byte is flagged when zero after the xor, or below 0x20; the
+            # lowest flag is always exact (borrows only run upwards).
+            hit = (((quote - INGEST_ONES) & ~quote)
+                   | ((backslash - INGEST_ONES) & ~backslash)
+                   | ((word - INGEST_SPACES) & ~word)) & INGEST_HIGH_BITS
+            if hit:
+                return i + (ingest_ctz64(hit) >> 3)
+            i += 8
+    while i < n:
+        c = s[i]
+        if c < 0x20 or c == 34 or c == 92:
+            return i
+        i += 1
+    return i
+
+
+cdef int parser_init(Parser *ps, int max_depth) noexcept nogil:
+    memset(ps, 0, sizeof(Parser))
+    ps.max_depth = max_depth
+    ps.stack = <uint8_t *>malloc(max_depth + 1)
+    return -1 if ps.stack == NULL else 0
+
+
+cdef void parser_free(Parser *ps) noexcept nogil:
+    free(ps.stack)
+    ps.stack = NULL
+    buf_free(&ps.unescaped)
+
+
+cdef int parse_line(Parser *ps, Table *table) noexcept nogil:
+    """Checks one line; with a table, also collects its top-level fields into
+    table.fields. Returns -1 with ps.error set on the first problem (invalid
+    UTF-8 anywhere wins; otherwise the first problem in byte order)."""
+    cdef const unsigned char *s = ps.line
+    cdef Py_ssize_t n = ps.end
+    cdef Py_ssize_t bad = utf8_invalid_at(s, n)
+    cdef Py_ssize_t key_at
+    cdef int32_t prev = -1
+    cdef int32_t guess = -1
+    cdef const char *key = NULL
+    cdef Py_ssize_t key_len = 0
+    cdef bint build = table != NULL
+    cdef int32_t column = -1
+    cdef Field scratch  # the value when only checking syntax
+    cdef Field *field = &scratch
+    cdef unsigned char c
+    if bad >= 0:
+        return fail(ps, E_UTF8, bad)
+    ps.pos = 3 if n >= 3 and s[0] == 0xEF and s[1] == 0xBB and s[2] == 0xBF else 0
+    ps.unescaped.len = 0
+    skip_ws(ps)
+    if ps.pos >= n:
+        return fail(ps, E_EMPTY_LINE, ps.pos)
+    if s[ps.pos] != 123:  # '{'
+        if skip_value(ps, 0) < 0:
+            return -1
+        return fail(ps, E_NOT_OBJECT, 0)
+    ps.pos += 1
+    skip_ws(ps)
+    if ps.pos < n and s[ps.pos] == 125:  # '}'
+        ps.pos += 1
+    else:
+        if build:
+            guess = table.first_guess
+        while True:
+            skip_ws(ps)
+            if ps.pos >= n:
+                return fail(ps, E_END_OF_LINE, n)
+            if s[ps.pos] != 34:
+                return fail(ps, E_EXPECTED_KEY, ps.pos)
+            key_at = ps.pos
+            if scan_string(ps, build, &key, &key_len) < 0:
+                return -1
+            if key_len == 0:
+                return fail(ps, E_EMPTY_KEY, key_at)
+            if build:
+                # Keys usually come in the same order as in the last line.
+                column = table_find(table, key, key_len, guess)
+                if column < 0:
+                    return fail(ps, E_NO_MEMORY, key_at)
+                if prev < 0:
+                    table.first_guess = column
+                else:
+                    table.columns[prev].next_guess = column
+                prev = column
+                guess = table.columns[column].next_guess
+            skip_ws(ps)
+            if ps.pos >= n:
+                return fail(ps, E_END_OF_LINE, n)
+            if s[ps.pos] != 58:  # ':'
+                return fail(ps, E_EXPECTED_COLON, ps.pos)
+            ps.pos += 1
+            skip_ws(ps)
+            if build:
+                # parsed straight into its slot: no copy of the Field
+                field = table_field_slot(table, column)
+                if field == NULL:
+                    return fail(ps, E_NO_MEMORY, key_at)
+            if parse_field(ps, field, build) < 0:
+                return -1
+            skip_ws(ps)
+            if ps.pos >= n:
+                return fail(ps, E_END_OF_LINE, n)
+            c = s[ps.pos]
+            ps.pos += 1
+            if c == 44:  # ','
+                continue
+            if c == 125:  # '}'
+                break
+            return fail(ps, E_EXPECTED_COMMA_BRACE, ps.pos - 1)
+    skip_ws(ps)
+    if ps.pos < n:
+        return fail(ps, E_EXPECTED_END, ps.pos)
+    return 0
+
+
+cdef int parse_field(Parser *ps, Field *field, bint build) noexcept nogil:
+    """One top-level value at ps.pos; with build, fills field's type and value."""
+    cdef const unsigned char *s = ps.line
+    cdef Py_ssize_t start = ps.pos
+    cdef unsigned char c
+    if start >= ps.end:
+        return fail(ps, E_END_OF_LINE, ps.end)
+    c = s[start]
+    if c == 34:  # '"'
+        if scan_string(ps, build, &field.text, &field.text_len) < 0:
+            return -1
+        if build:
+            if parse_timestamp(<const unsigned char *>field.text, field.text_len,
+                               &field.int_value):
+                field.type = FT_TIMESTAMP
+            else:
+                field.type = FT_STRING
+    elif c == 123 or c == 91:  # '{' '['
+        if skip_value(ps, 1) < 0:
+            return -1
+        field.type = FT_JSON
+        field.text = <const char *>(s + start)
+        field.text_len = ps.pos - start
+    elif c == 116:
+        if scan_literal(ps, "true", 4) < 0:
+            return -1
+        field.type = FT_BOOL
+        field.int_value = 1
+    elif c == 102:
+        if scan_literal(ps, "false", 5) < 0:
+            return -1
+        field.type = FT_BOOL
+        field.int_value = 0
+    elif c == 110:
+        if scan_literal(ps, "null", 4) < 0:
+            return -1
+        field.type = FT_NONE
+    elif c == 45 or is_digit(c):
+        if scan_number(ps, field if build else NULL) < 0:
+            return -1
+    else:
+        return fail(ps, E_EXPECTED_VALUE, start)
+    return 0
+
+
+cdef int scan_string(Parser *ps, bint decode, const char **text,
+                     Py_ssize_t *length) noexcept nogil:
+    """Checks the string whose opening quote is at ps.pos and moves past it.
+    With decode, *text / *length get its UTF-8 value (the raw bytes in the line
+    when there are no escapes, else a copy in ps.unescaped); without, only
+    *length is set, to the raw length."""
+    cdef const unsigned char *s = ps.line
+    cdef Py_ssize_t n = ps.end
+    cdef Py_ssize_t start = ps.pos + 1
+    cdef Py_ssize_t pos = start + plain_run(s + start, n - start)
+    cdef Py_ssize_t step, run
+    cdef Py_ssize_t out_len = 0
+    cdef char *out = NULL
+    cdef unsigned char c
+    if pos < n and s[pos] == 34:  # no escapes: the common case
+        text[0] = <const char *>(s + start)
+        length[0] = pos - start
+        ps.pos = pos + 1
+        return 0
+    if decode:
+        # Decoded strings are never longer than their raw bytes, so once this
+        # holds the whole line, earlier pointers into it stay valid.
+        if buf_reserve(&ps.unescaped, n - ps.unescaped.len) < 0:
+            return fail(ps, E_NO_MEMORY, start)
+        out = ps.unescaped.data + ps.unescaped.len
+        memcpy(out, s + start, pos - start)
+        out_len = pos - start
+    while True:
+        if pos >= n:
+            return fail(ps, E_END_OF_LINE, n)
+        c = s[pos]
+        if c == 34:
+            break
+        if c < 0x20:
+            return fail(ps, E_CONTROL_CHAR, pos)
+        step = scan_escape(ps, pos, out, &out_len)
+        if step < 0:
+            return -1
+        pos += step
+        run = plain_run(s + pos, n - pos)
+        if decode:
+            memcpy(out + out_len, s + pos, run)
+            out_len += run
+        pos += run
+    if decode:
+        text[0] = out
+        length[0] = out_len
+        ps.unescaped.len += out_len
+    else:
+        length[0] = pos - start
+    ps.pos = pos + 1
+    return 0
+
+
+cdef Py_ssize_t scan_escape(Parser *ps, Py_ssize_t at, char *out,
+                            Py_ssize_t *out_len) noexcept nogil:
+    """The escape whose backslash is at `at`: returns how many bytes it spans
+    (writing its UTF-8 at out + *out_len when out is not NULL), or -1."""
+    cdef const unsigned char *s = ps.line
+    cdef Py_ssize_t n = ps.end
+    cdef Py_ssize_t used = 2
+    cdef int32_t cp, low
+    cdef unsigned char e
+    if at + 1 >= n:
+        return fail(ps, E_BAD_ESCAPE, at)
+    e = s[at + 1]
+    if e == 34 or e == 92 or e == 47:  # '"' '\\' '/'
+        cp = e
+    elif e == 98:
+        cp = 8
+    elif e == 102:
+        cp = 12
+    elif e == 110:
+        cp = 10
+    elif e == 114:
+        cp = 13
+    elif e == 116:
+        cp = 9
+    elif e == 117:  # 'u'
+        cp = hex4(s, at + 2, n)
+        if cp < 0:
+            return fail(ps, E_BAD_ESCAPE, at)
+        used = 6
+        if 0xD800 <= cp <= 0xDBFF:
+            low = -1
+            if at + 7 < n and s[at + 6] == 92 and s[at + 7] == 117:
+                low = hex4(s, at + 8, n)
+            if low < 0xDC00 or low > 0xDFFF:
+                return fail(ps, E_LONE_SURROGATE, at)
+            cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00)
+            used = 12
+        elif 0xDC00 <= cp <= 0xDFFF:
+            return fail(ps, E_LONE_SURROGATE, at)
+    else:
+        return fail(ps, E_BAD_ESCAPE, at)
+    if out != NULL:
+        out_len[0] += put_utf8(cp, out + out_len[0])
+    return used
+
+
+cdef int scan_number(Parser *ps, Field *field) noexcept nogil:
+    """Checks the number at ps.pos and moves past it; with a field, stores it
+    as FT_INT64 (an integer literal that fits) or FT_FLOAT64."""
+    cdef const unsigned char *s = ps.line
+    cdef Py_ssize_t n = ps.end
+    cdef Py_ssize_t start = ps.pos
+    cdef Py_ssize_t pos = start
+    cdef bint negative = False
+    cdef bint is_float = False
+    cdef bint exact = True      # every significant digit is in `mantissa`
+    cdef bint exp_negative = False
+    cdef uint64_t mantissa = 0
+    cdef int digits = 0         # significant digits in `mantissa`
+    cdef int64_t exp10 = 0
+    cdef int64_t exponent = 0
+    cdef double value
+    if s[pos] == 45:
+        negative = True
+        pos += 1
+    if pos >= n or not is_digit(s[pos]):
+        return fail(ps, E_BAD_NUMBER, start)
+    if s[pos] == 48:
+        pos += 1
+        if pos < n and is_digit(s[pos]):
+            return fail(ps, E_BAD_NUMBER, start)  # leading zero
+    else:
+        while pos < n and is_digit(s[pos]):
+            if digits < 19:
+                mantissa = mantissa * 10 + (s[pos] - 48)
+                digits += 1
+            else:
+                exact = False
+            pos += 1
+    if pos < n and s[pos] == 46:  # '.'
+        is_float = True
+        pos += 1
+        if pos >= n or not is_digit(s[pos]):
+            return fail(ps, E_BAD_NUMBER, start)
+        while pos < n and is_digit(s[pos]):
+            if digits < 19:
+                if mantissa != 0 or s[pos] != 48:
+                    mantissa = mantissa * 10 + (s[pos] - 48)
+                    digits += 1
+                exp10 -= 1
+            else:
+                exact = False
+            pos += 1
+    if pos < n and (s[pos] == 101 or s[pos] == 69):  # 'e' 'E'
+        is_float = True
+        pos += 1
+        if pos < n and (s[pos] == 43 or s[pos] == 45):
+            exp_negative = s[pos] == 45
+            pos += 1
+        if pos >= n or not is_digit(s[pos]):
+            return fail(ps, E_BAD_NUMBER, start)
+        while pos < n and is_digit(s[pos]):
+            if exponent < 100000:
+                exponent = exponent * 10 + (s[pos] - 48)
+            pos += 1
+        exp10 += -exponent if exp_negative else exponent
+    ps.pos = pos
+    if field == NULL:
+        return 0
+    if not is_float and exact:
+        if not negative and mantissa <= <uint64_t>INT64_MAX:
+            field.type = FT_INT64
+            field.int_value = <int64_t>mantissa
+            return 0
+        if negative and mantissa <= (<uint64_t>1) << 63:
+            field.type = FT_INT64
+            field.int_value = -<int64_t>(mantissa - 1) - 1 if mantissa else 0
+            return 0
+    field.type = FT_FLOAT64
+    if exact and mantissa <= (<uint64_t>1) << 53 and -22 <= exp10 <= 22:
+        # Both operands are exact doubles: one IEEE operation rounds correctly.
+        value = <double>mantissa
+        if exp10 >= 0:
+            value = value * POW10[exp10]
+        else:
+            value = value / POW10[-exp10]
+        field.float_value = -value if negative else value
+        return 0
+    if slow_number(ps, start, &field.float_value) < 0:
+        return -1
+    return 0
+
+
+cdef int slow_number(Parser *ps, Py_ssize_t start, double *value) noexcept nogil:
+    """strtod of the number text from `start` to ps.pos (needs a NUL-terminated copy)."""
+    cdef Py_ssize_t n = ps.pos - start
+    cdef char small[64]
+    cdef char *text = small
+    if n >= 64:
+        text = <char *>malloc(n + 1)
+        if text == NULL:
+            return fail(ps, E_NO_MEMORY, start)
+    memcpy(text, ps.line + start, n)
+    text[n] = 0
+    value[0] = ingest_strtod(text)
+    if text != small:
+        free(text)
+    return 0
+
+
+cdef int scan_literal(Parser *ps, const char *word, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t start = ps.pos
+    cdef Py_ssize_t k
+    for k in range(n):
+        if start + k >= ps.end:
+            return fail(ps, E_END_OF_LINE, ps.end)
+        if ps.line[start + k] != <unsigned char>word[k]:
+            return fail(ps, E_BAD_LITERAL, start)
+    ps.pos = start + n
+    return 0
+
+
+cdef int scan_key(Parser *ps) noexcept nogil:
+    """A key and its ':' inside a nested object (whitespace before it skipped)."""
+    cdef const char *text = NULL
+    cdef Py_ssize_t length = 0
+    if ps.pos >= ps.end:
+        return fail(ps, E_END_OF_LINE, ps.end)
+    if ps.line[ps.pos] != 34:
+        return fail(ps, E_EXPECTED_KEY, ps.pos)
+    if scan_string(ps, False, &text, &length) < 0:
+        return -1
+    skip_ws(ps)
+    if ps.pos >= ps.end:
+        return fail(ps, E_END_OF_LINE, ps.end)
+    if ps.line[ps.pos] != 58:
+        return fail(ps, E_EXPECTED_COLON, ps.pos)
+    ps.pos += 1
+    return 0
+
+
+cdef int skip_value(Parser *ps, int depth) noexcept nogil:
+    """Checks one JSON value at ps.pos and moves past it, without recursion;
+    `depth` containers are already open around it."""
+    cdef const unsigned char *s = ps.line
+    cdef Py_ssize_t n = ps.end
+    cdef int top = 0  # containers opened here, kinds in ps.stack
+    cdef const char *text = NULL
+    cdef Py_ssize_t length = 0
+    cdef unsigned char c
+    while True:
+        # A value is expected.
+        skip_ws(ps)
+        if ps.pos >= n:
+            return fail(ps, E_END_OF_LINE, n)
+        c = s[ps.pos]
+        if c == 123 or c == 91:  # '{' '['
+            if depth + top + 1 > ps.max_depth:
+                return fail(ps, E_TOO_DEEP, ps.pos)
+            ps.stack[top] = c
+            top += 1
+            ps.pos += 1
+            skip_ws(ps)
+            if ps.pos < n and s[ps.pos] == c + 2:  # '}' / ']': empty
+                ps.pos += 1
+                top -= 1
+            elif c == 123:
+                if scan_key(ps) < 0:
+                    return -1
+                continue
+            else:
+                continue
+        elif c == 34:
+            if scan_string(ps, False, &text, &length) < 0:
+                return -1
+        elif c == 116:
+            if scan_literal(ps, "true", 4) < 0:
+                return -1
+        elif c == 102:
+            if scan_literal(ps, "false", 5) < 0:
+                return -1
+        elif c == 110:
+            if scan_literal(ps, "null", 4) < 0:
+                return -1
+        elif c == 45 or is_digit(c):
+            if scan_number(ps, NULL) < 0:
+                return -1
+        else:
+            return fail(ps, E_EXPECTED_VALUE, ps.pos)
+        # A value ended: close containers until one continues with ','.
+        while True:
+            if top == 0:
+                return 0
+            skip_ws(ps)
+            if ps.pos >= n:
+                return fail(ps, E_END_OF_LINE, n)
+            c = s[ps.pos]
+            if c == 44:
+                ps.pos += 1
+                if ps.stack[top - 1] == 123:
+                    skip_ws(ps)
+                    if scan_key(ps) < 0:
+                        return -1
+                break
+            if c == ps.stack[top - 1] + 2:
+                ps.pos += 1
+                top -= 1
+                continue
+            if ps.stack[top - 1] == 123:
+                return fail(ps, E_EXPECTED_COMMA_BRACE, ps.pos)
+            return fail(ps, E_EXPECTED_COMMA_BRACKET, ps.pos)
+
+
+cdef inline int two_digits(const unsigned char *s) noexcept nogil:
+    if not is_digit(s[0]) or not is_digit(s[1]):
+        return -1
+    return (s[0] - 48) * 10 + (s[1] - 48)
+
+
+cdef bint parse_timestamp(const unsigned char *s, Py_ssize_t n, int64_t *micros) noexcept nogil:
+    """YYYY-MM-DD[T ]HH:MM:SS[.f{1,9}][Z|+HH:MM|+HHMM|-...] -> µs since the
+    epoch, UTC (no offset means UTC; digits past µs are truncated)."""
+    cdef int year, month, day, hour, minute, second, hours, minutes, dim
+    cdef int frac_digits = 0
+    cdef int64_t frac = 0
+    cdef int64_t offset = 0
+    cdef int64_t y, era, yoe, doy, doe, days
+    cdef Py_ssize_t pos = 19
+    if n < 19 or n > 35:
+        return False
+    if (s[4] != 45 or s[7] != 45 or (s[10] != 84 and s[10] != 32)
+            or s[13] != 58 or s[16] != 58):
+        return False
+    hours = two_digits(s)
+    minutes = two_digits(s + 2)
+    if hours < 0 or minutes < 0:
+        return False
+    year = hours * 100 + minutes
+    month = two_digits(s + 5)
+    day = two_digits(s + 8)
+    hour = two_digits(s + 11)
+    minute = two_digits(s + 14)
+    second = two_digits(s + 17)
+    if (year < 1 or month < 1 or month > 12 or day < 1 or hour < 0 or hour > 23
+            or minute < 0 or minute > 59 or second < 0 or second > 59):
+        return False
+    if month == 2:
+        dim = 29 if (year % 4 == 0 and year % 100 != 0) or year % 400 == 0 else 28
+    elif month == 4 or month == 6 or month == 9 or month == 11:
+        dim = 30
+    else:
+        dim = 31
+    if day > dim:
+        return False
+    if pos < n and s[pos] == 46:  # '.'
+        pos += 1
+        while pos < n and is_digit(s[pos]):
+            if frac_digits < 6:
+                frac = frac * 10 + (s[pos] - 48)
+            frac_digits += 1
+            pos += 1
+        if frac_digits == 0 or frac_digits > 9:
+            return False
+        while frac_digits < 6:
+            frac *= 10
+            frac_digits += 1
+    if pos < n:
+        if s[pos] == 90 and pos + 1 == n:  # 'Z'
+            pass
+        elif s[pos] == 43 or s[pos] == 45:  # '+' '-'
+            hours = two_digits(s + pos + 1) if pos + 3 <= n else -1
+            if pos + 6 == n and s[pos + 3] == 58:
+                minutes = two_digits(s + pos + 4)
+            elif pos + 5 == n:
+                minutes = two_digits(s + pos + 3)
+            else:
+                return False
+            if hours < 0 or hours > 23 or minutes < 0 or minutes > 59:
+                return False
+            offset = hours * 3600 + minutes * 60
+            if s[pos] == 45:
+                offset = -offset
+        else:
+            return False
+    # days since 1970-01-01 in the proleptic Gregorian calendar
+    y = year - 1 if month <= 2 else year
+    era = y // 400
+    yoe = y - era * 400
+    doy = (153 * (month - 3 if month > 2 else month + 9) + 2) // 5 + day - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    days = era * 146097 + doe - 719468
+    micros[0] = ((days * 86400 + hour * 3600 + minute * 60 + second) - offset) * 1000000 + frac
+    return True
+
+
+cdef int validate_all(Parser *ps, const unsigned char *data, const int64_t *spans,
+                      Py_ssize_t nlines, GrowBuf *errors) noexcept nogil:
+    cdef LineError err
+    cdef Py_ssize_t i
+    memset(&err, 0, sizeof(LineError))
+    for i in range(nlines):
+        ps.line = data + spans[2 * i]
+        ps.end = spans[2 * i + 1] - spans[2 * i]
+        if parse_line(ps, NULL) == 0:
+            continue
+        if ps.error == E_NO_MEMORY:
+            return -1
+        err.line = i
+        err.code = ps.error
+        err.at = ps.error_at
+        if buf_append(errors, &err, sizeof(LineError)) < 0:
+            return -1
+    return 0
+
+
+cdef Py_ssize_t check_spans(const int64_t *spans, Py_ssize_t nlines,
+                            Py_ssize_t size) noexcept nogil:
+    """Index of the first span outside the data, or -1."""
+    cdef Py_ssize_t i
+    for i in range(nlines):
+        if not (0 <= spans[2 * i] <= spans[2 * i + 1] <= size):
+            return i
+    return -1
+
+
+cdef str reason(const LineError *e, str name, int max_depth):
+    if e.code == E_TYPE_CONFLICT:
+        return f"field '{name}': expected {TYPE_NAMES[e.expected]}, got {TYPE_NAMES[e.got]}"
+    if e.code == E_TEXT_TOO_LARGE:
+        return f"field '{name}': over 2 GiB of text in one batch"
+    if e.code == E_UTF8:
+        return f"invalid UTF-8 at byte {e.at}"
+    if e.code == E_EMPTY_LINE:
+        return "empty line"
+    if e.code == E_NOT_OBJECT:
+        return "top-level value is not an object"
+    if e.code == E_TOO_DEEP:
+        return f"nesting deeper than {max_depth}"
+    if e.code == E_EMPTY_KEY:
+        return "field name is empty"
+    return f"invalid JSON at byte {e.at}: {SYNTAX_REASONS[e.code]}"
+
+
+# ---------------------------------------------------------------------------
+# The table: columns by key, the current line's fields
+
+cdef int table_init(Table *t) noexcept nogil:
+    memset(t, 0, sizeof(Table))
+    t.first_guess = -1
+    t.schema_changed = True
+    t.slots = <int32_t *>calloc(HASH_MIN_SLOTS, sizeof(int32_t))
+    if t.slots == NULL:
+        return -1
+    t.nslots = HASH_MIN_SLOTS
+    return 0
+
+
+cdef void table_free(Table *t) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(t.ncolumns):
+        free(t.columns[i].name)
+        buf_free(&t.columns[i].validity)
+        buf_free(&t.columns[i].values)
+        buf_free(&t.columns[i].text)
+    free(t.columns)
+    free(t.order)
+    free(t.slots)
+    free(t.fields)
+    memset(t, 0, sizeof(Table))
+
+
+cdef uint64_t hash_name(const char *name, Py_ssize_t n) noexcept nogil:
+    cdef uint64_t h = 14695981039346656037ULL  # FNV-1a
+    cdef Py_ssize_t i
+    for i in range(n):
+        h = (h ^ <uint8_t>name[i]) * 1099511628211ULL
+    return h
+
+
+cdef int table_rehash(Table *t, Py_ssize_t nslots) noexcept nogil:
+    cdef int32_t *slots = <int32_t *>calloc(nslots, sizeof(int32_t))
+    cdef Py_ssize_t i, j
+    if slots == NULL:
+        return -1
+    for i in range(t.ncolumns):
+        j = <Py_ssize_t>(t.columns[i].hash & <uint64_t>(nslots - 1))
+        while slots[j]:
+            j = (j + 1) & (nslots - 1)
+        slots[j] = <int32_t>(i + 1)
+    free(t.slots)
+    t.slots = slots
+    t.nslots = nslots
+    return 0
+
+
+cdef int32_t table_add_column(Table *t, const char *name, Py_ssize_t n, uint64_t h) noexcept nogil:
+    """Registers a new key (untyped until its first non-null value); -1 on OOM."""
+    cdef Py_ssize_t cap, j
+    cdef Column *columns
+    cdef int32_t *order
+    cdef Column *c
+    cdef char *copy
+    if (t.ncolumns + 1) * 2 > t.nslots and table_rehash(t, t.nslots * 2) < 0:
+        return -1
+    if t.ncolumns == t.columns_cap:
+        cap = t.columns_cap * 2 if t.columns_cap else 16
+        columns = <Column *>realloc(t.columns, cap * sizeof(Column))
+        if columns == NULL:
+            return -1
+        t.columns = columns
+        order = <int32_t *>realloc(t.order, cap * sizeof(int32_t))
+        if order == NULL:
+            return -1
+        t.order = order
+        t.columns_cap = cap
+    copy = <char *>malloc(n)
+    if copy == NULL:
+        return -1
+    memcpy(copy, name, n)
+    c = &t.columns[t.ncolumns]
+    memset(c, 0, sizeof(Column))
+    c.name = copy
+    c.name_len = n
+    c.hash = h
+    c.type = FT_NONE
+    c.next_guess = -1
+    c.seen_line = -1
+    j = <Py_ssize_t>(h & <uint64_t>(t.nslots - 1))
+    while t.slots[j]:
+        j = (j + 1) & (t.nslots - 1)
+    t.ncolumns += 1
+    t.slots[j] = <int32_t>t.ncolumns
+    return <int32_t>(t.ncolumns - 1)
+
+
+cdef inline bint same_name(const char *a, const char *b, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    if n > 16:
+        return memcmp(a, b, n) == 0
+    for i in range(n):  # short keys: cheaper than a call to memcmp
+        if a[i] != b[i]:
+            return False
+    return True
+
+
+cdef int32_t table_find(Table *t, const char *name, Py_ssize_t n, int32_t guess) noexcept nogil:
+    """Column id of a key: the guess if it matches, else a hash lookup, else a new column."""
+    cdef Column *c
+    cdef uint64_t h
+    cdef Py_ssize_t j
+    cdef int32_t id
+    if guess >= 0:
+        c = &t.columns[guess]
+        if c.name_len == n and same_name(c.name, name, n):
+            return guess
+    h = hash_name(name, n)
+    j = <Py_ssize_t>(h & <uint64_t>(t.nslots - 1))
+    while t.slots[j]:
+        id = t.slots[j] - 1
+        c = &t.columns[id]
+        if c.hash == h and c.name_len == n and memcmp(c.name, name, n) == 0:
+            return id
+        j = (j + 1) & (t.nslots - 1)
+    return table_add_column(t, name, n, h)
+
+
+cdef Field *table_field_slot(Table *t, int32_t column) noexcept nogil:
+    """Where the current line's value of `column` goes: a new slot, or for a
+    repeated key its first one (the last value wins, in the first place).
+    NULL when out of memory."""
+    cdef Column *c = &t.columns[column]
+    cdef Field *fields
+    cdef Py_ssize_t cap
+    if c.seen_line == t.line_stamp:
+        return &t.fields[c.slot]
+    if t.nfields == t.fields_cap:
+        cap = t.fields_cap * 2 if t.fields_cap else 32
+        fields = <Field *>realloc(t.fields, cap * sizeof(Field))
+        if fields == NULL:
+            return NULL
+        t.fields = fields
+        t.fields_cap = cap
+    c.seen_line = t.line_stamp
+    c.slot = t.nfields
+    t.nfields += 1
+    t.fields[c.slot].column = column
+    return &t.fields[c.slot]
+
+
+cdef int table_check_line(Table *t, LineError *err) noexcept nogil:
+    """Whether every value of the line fits its column; -1 with err filled if not."""
+    cdef Py_ssize_t k
+    cdef const Field *f
+    cdef const Column *c
+    cdef int target
+    for k in range(t.nfields):
+        f = &t.fields[k]
+        if f.type == FT_NONE:
+            continue
+        c = &t.columns[f.column]
+        target = c.type
+        if target == FT_NONE:
+            target = f.type
+        elif not (target == f.type
+                  or (target == FT_FLOAT64 and f.type == FT_INT64)
+                  or (target == FT_INT64 and f.type == FT_FLOAT64)
+                  or (target == FT_STRING and f.type == FT_TIMESTAMP)):
+            memset(err, 0, sizeof(LineError))
+            err.code = E_TYPE_CONFLICT
+            err.column = f.column
+            err.expected = c.type
+            err.got = f.type
+            return -1
+        if (target == FT_STRING or target == FT_JSON) and c.text.len + f.text_len > MAX_TEXT_BYTES:
+            memset(err, 0, sizeof(LineError))
+            err.code = E_TEXT_TOO_LARGE
+            err.column = f.column
+            return -1
+    return 0
+
+
+cdef int table_commit_line(Table *t) noexcept nogil:
+    """Appends the checked line as row `t.rows`: types new columns, widens int64 ones."""
+    cdef Py_ssize_t k
+    cdef const Field *f
+    cdef Column *c
+    for k in range(t.nfields):
+        f = &t.fields[k]
+        if f.type == FT_NONE:
+            continue  # null: padded later
+        c = &t.columns[f.column]
+        if c.type == FT_NONE:
+            c.type = f.type
+            t.order[t.ntyped] = f.column
+            t.ntyped += 1
+            t.schema_changed = True
+        elif c.type == FT_INT64 and f.type == FT_FLOAT64:
+            column_widen(c)
+            t.schema_changed = True
+        if c.length < t.rows and column_pad(c, t.rows) < 0:
+            return -1
+        if column_append(c, f) < 0:
+            return -1
+    t.rows += 1
+    return 0
+
+
+cdef int table_finish_batch(Table *t) noexcept nogil:
+    """Pads every typed column to t.rows rows."""
+    cdef Py_ssize_t k
+    cdef Column *c
+    cdef int32_t zero = 0
+    for k in range(t.ntyped):
+        c = &t.columns[t.order[k]]
+        if column_pad(c, t.rows) < 0:
+            return -1
+        if (c.type == FT_STRING or c.type == FT_JSON) and c.values.len == 0:
+            if buf_append(&c.values, &zero, sizeof(int32_t)) < 0:
+                return -1
+    return 0
+
+
+cdef void table_discard_batch(Table *t) noexcept nogil:
+    """Drops the rows of the current batch (after running out of memory)."""
+    cdef Py_ssize_t i
+    cdef Column *c
+    for i in range(t.ncolumns):
+        c = &t.columns[i]
+        c.length = 0
+        c.null_count = 0
+        c.has_validity = False
+        c.validity.len = 0
+        c.values.len = 0
+        c.text.len = 0
+    t.rows = 0
+
+
+# ---------------------------------------------------------------------------
+# Columns
+
+cdef int column_pad(Column *c, Py_ssize_t rows) noexcept nogil:
+    """Appends nulls until the column has `rows` rows."""
+    cdef Py_ssize_t k = rows - c.length
+    cdef Py_ssize_t i
+    cdef int32_t offset
+    if k <= 0:
+        return 0
+    if not c.has_validity:
+        # The first null: every earlier row of the batch was valid.
+        if bitmap_extend(&c.validity, c.length) < 0:
+            return -1
+        memset(c.validity.data, 0xFF, c.length >> 3)
+        if c.length & 7:
+            c.validity.data[c.length >> 3] = <char>((1 << (c.length & 7)) - 1)
+        c.has_validity = True
+    if bitmap_extend(&c.validity, rows) < 0:
+        return -1
+    if c.type == FT_BOOL:
+        if bitmap_extend(&c.values, rows) < 0:
+            return -1
+    elif c.type == FT_STRING or c.type == FT_JSON:
+        if buf_reserve(&c.values, (k + 1) * sizeof(int32_t)) < 0:
+            return -1
+        offset = <int32_t>c.text.len
+        if c.values.len == 0:
+            memcpy(c.values.data, &offset, sizeof(int32_t))
+            c.values.len = sizeof(int32_t)
+        for i in range(k):
+            memcpy(c.values.data + c.values.len, &offset, sizeof(int32_t))
+            c.values.len += sizeof(int32_t)
+    else:
+        if buf_reserve(&c.values, k * 8) < 0:
+            return -1
+        memset(c.values.data + c.values.len, 0, k * 8)
+        c.values.len += k * 8
+    c.null_count += k
+    c.length = rows
+    return 0
+
+
+cdef int column_append(Column *c, const Field *field) noexcept nogil:
+    """Appends one checked, non-null value."""
+    cdef Py_ssize_t i = c.length
+    cdef double d
+    cdef int32_t offset
+    if c.has_validity:
+        if bitmap_extend(&c.validity, i + 1) < 0:
+            return -1
+        bitmap_set(&c.validity, i)
+    if c.type == FT_INT64 or c.type == FT_TIMESTAMP:
+        if buf_append(&c.values, &field.int_value, 8) < 0:
+            return -1
+    elif c.type == FT_FLOAT64:
+        d = field.float_value if field.type == FT_FLOAT64 else <double>field.int_value
+        if buf_append(&c.values, &d, 8) < 0:
+            return -1
+    elif c.type == FT_BOOL:
+        if bitmap_extend(&c.values, i + 1) < 0:
+            return -1
+        if field.int_value:
+            bitmap_set(&c.values, i)
+    else:  # string / json: text, then the end offset
+        if buf_reserve(&c.values, 2 * sizeof(int32_t)) < 0:
+            return -1
+        if c.values.len == 0:
+            offset = 0
+            memcpy(c.values.data, &offset, sizeof(int32_t))
+            c.values.len = sizeof(int32_t)
+        if buf_append(&c.text, field.text, field.text_len) < 0:
+            return -1
+        offset = <int32_t>c.text.len
+        memcpy(c.values.data + c.values.len, &offset, sizeof(int32_t))
+        c.values.len += sizeof(int32_t)
+    c.length = i + 1
+    return 0
+
+
+cdef void column_widen(Column *c) noexcept nogil:
+    """int64 -> float64, converting this batch's values in place."""
+    cdef Py_ssize_t i
+    cdef int64_t v
+    cdef double d
+    for i in range(c.length):
+        memcpy(&v, c.values.data + 8 * i, 8)
+        d = <double>v
+        memcpy(c.values.data + 8 * i, &d, 8)
+    c.type = FT_FLOAT64
+
+
+# ---------------------------------------------------------------------------
+# Python side
+
+cdef const unsigned char[::1] bytes_view(object data):
+    cdef object view = memoryview(data)
+    if view.format != "B":
+        view = view.cast("B")
+    return view
+
+
+cdef const int64_t[::1] spans_view(object spans):
+    cdef object view = memoryview(spans)
+    if view.format != "q":
+        view = view.cast("B").cast("q")
+    return view
+
+
+cdef int check_input(const int64_t[::1] spans, Py_ssize_t size) except -1:
+    cdef Py_ssize_t bad
+    if spans.shape[0] % 2:
+        raise ValueError("spans must hold an even number of int64 offsets")
+    if spans.shape[0] == 0:
+        return 0
+    bad = check_spans(&spans[0], spans.shape[0] // 2, size)
+    if bad >= 0:
+        raise ValueError(f"span {bad} ({spans[2 * bad]}, {spans[2 * bad + 1]}) "
+                         f"is not within the data ({size} bytes)")
+    return 0
+
+
+cdef int check_max_depth(int max_depth) except -1:
+    if not 1 <= max_depth <= MAX_DEPTH_LIMIT:
+        raise ValueError(f"max_depth must be between 1 and {MAX_DEPTH_LIMIT}, got {max_depth}")
+    return 0
+
+
+def validate_lines(data, spans, int max_depth=64):
+    """Syntax-only check of NDJSON lines (no schema): the (line index, reason)
+    errors that encode() would give for syntax, UTF-8, depth and empty keys."""
+    cdef const unsigned char[::1] raw = bytes_view(data)
+    cdef const int64_t[::1] offsets = spans_view(spans)
+    cdef Py_ssize_t nlines = offsets.shape[0] // 2
+    cdef const unsigned char *base = <const unsigned char *>""
+    cdef const int64_t *sp = NULL
+    cdef Parser ps
+    cdef GrowBuf errors
+    cdef const LineError *e
+    cdef Py_ssize_t k
+    cdef int rc
+    check_max_depth(max_depth)
+    check_input(offsets, raw.shape[0])
+    if raw.shape[0]:
+        base = &raw[0]
+    if nlines:
+        sp = &offsets[0]
+    memset(&errors, 0, sizeof(GrowBuf))
+    if parser_init(&ps, max_depth) < 0:
+        parser_free(&ps)
+        raise MemoryError()
+    try:
+        with nogil:
+            rc = validate_all(&ps, base, sp, nlines, &errors)
+        if rc < 0:
+            raise MemoryError()
+        result = []
+        for k in range(errors.len // <Py_ssize_t>sizeof(LineError)):
+            e = (<const LineError *>errors.data) + k
+            result.append((e.line, reason(e, None, max_depth)))
+        return result
+    finally:
+        parser_free(&ps)
+        buf_free(&errors)
+
+
+@cython.final
+cdef class ArrowBuffer:
+    """A finished column buffer, read-only, handed to pyarrow without a copy."""
+    cdef:
+        char *_data         # malloc'd, owned; freed with the object
+        Py_ssize_t _length  # bytes
+        int _view_count     # buffer-protocol views alive (pyarrow holds one per Buffer)
+
+    @staticmethod
+    cdef ArrowBuffer adopt(GrowBuf *buf):
+        """Takes buf's memory, leaving buf empty (its capacity stays as the
+        size to allocate first next time)."""
+        cdef ArrowBuffer self = ArrowBuffer.__new__(ArrowBuffer)
+        if buf.data == NULL:
+            buf.data = <char *>calloc(1, BUFFER_MIN_SIZE)
+            if buf.data == NULL:
+                raise MemoryError()
+        self._data = buf.data
+        self._length = buf.len
+        buf.cap = buf.len
+        buf.data = NULL
+        buf.len = 0
+        return self
+
+    def __getbuffer__(self, Py_buffer *view, int flags):
+        if flags & PyBUF_WRITABLE:
+            raise BufferError("Arrow column buffers are read-only")
+        PyBuffer_FillInfo(view, self, self._data, self._length, 1, flags)
+        self._view_count += 1
+
+    def __releasebuffer__(self, Py_buffer *view):
+        self._view_count -= 1
+
+    def __len__(self):
+        return self._length
+
+    @property
+    def view_count(self):
+        return self._view_count
+
+    def __dealloc__(self):
+        free(self._data)
+        self._data = NULL
+
+
+@cython.final
+cdef class Encoder:
+    """Turns one table's NDJSON lines into Arrow record batches, keeping the
+    table's column types across calls (see ingest._protocols.Encoder)."""
+    cdef:
+        readonly str table  # table name, for messages
+        readonly int max_depth
+        Table _table        # columns, their types and this batch's buffers
+        Parser _parser      # syntax state, reused line after line
+        GrowBuf _errors     # LineError records of the current call
+        list _names         # column id -> str name, filled lazily with the GIL
+        object _schema      # cached pyarrow.Schema of the typed columns
+        bint _busy          # an encode() call is running (an Encoder is not shareable)
+
+    def __cinit__(self, str table="", int max_depth=64):
+        check_max_depth(max_depth)
+        self.table = table
+        self.max_depth = max_depth
+        self._names = []
+        if table_init(&self._table) < 0 or parser_init(&self._parser, max_depth) < 0:
+            raise MemoryError()
+        self._schema = self._build_schema()
+        self._table.schema_changed = False
+
+    def __dealloc__(self):
+        table_free(&self._table)
+        parser_free(&self._parser)
+        buf_free(&self._errors)
+
+    def __repr__(self):
+        return f"<ingest._encoder.Encoder table={self.table!r} columns={self._table.ntyped}>"
+
+    @property
+    def schema(self):
+        """The table's current schema: typed columns in order of first typing."""
+        # While encode() runs without the GIL in another thread the columns
+        # may move: answer with the schema as of the last finished call.
+        if self._table.schema_changed and not self._busy:
+            self._schema = self._build_schema()
+            self._table.schema_changed = False
+        return self._schema
+
+    def encode(self, data, spans):
+        """Encodes the lines data[spans[2i]:spans[2i+1]] into one record batch."""
+        cdef const unsigned char[::1] raw = bytes_view(data)
+        cdef const int64_t[::1] offsets = spans_view(spans)
+        cdef Py_ssize_t nlines = offsets.shape[0] // 2
+        cdef const unsigned char *base = <const unsigned char *>""
+        cdef const int64_t *sp = NULL
+        cdef int rc
+        check_input(offsets, raw.shape[0])
+        if raw.shape[0]:
+            base = &raw[0]
+        if nlines:
+            sp = &offsets[0]
+        if self._busy:
+            raise RuntimeError(f"Encoder for table {self.table!r} is already encoding "
+                               "(use one Encoder per thread)")
+        self._busy = True
+        try:
+            with nogil:
+                rc = self._encode_lines(base, sp, nlines)
+            if rc < 0:
+                table_discard_batch(&self._table)
+                raise MemoryError(f"out of memory encoding a batch of table {self.table!r}")
+            try:
+                batch = self._take_batch()
+            except BaseException:
+                table_discard_batch(&self._table)
+                raise
+            return EncodeResult(batch, self._error_list())
+        finally:
+            self._busy = False
+
+    cdef int _encode_lines(self, const unsigned char *data, const int64_t *spans,
+                           Py_ssize_t nlines) noexcept nogil:
+        cdef Table *t = &self._table
+        cdef Parser *ps = &self._parser
+        cdef LineError err
+        cdef Py_ssize_t i
+        self._errors.len = 0
+        for i in range(nlines):
+            ps.line = data + spans[2 * i]
+            ps.end = spans[2 * i + 1] - spans[2 * i]
+            t.line_stamp += 1
+            t.nfields = 0
+            if parse_line(ps, t) < 0:
+                if ps.error == E_NO_MEMORY:
+                    return -1
+                memset(&err, 0, sizeof(LineError))
+                err.code = ps.error
+                err.at = ps.error_at
+            elif table_check_line(t, &err) == 0:
+                if table_commit_line(t) < 0:
+                    return -1
+                continue
+            err.line = i
+            if buf_append(&self._errors, &err, sizeof(LineError)) < 0:
+                return -1
+        return table_finish_batch(t)
+
+    cdef object _take_batch(self):
+        """The current batch as a RecordBatch (the columns' buffers move into it)."""
+        cdef Table *t = &self._table
+        cdef Py_ssize_t rows = t.rows
+        cdef Py_ssize_t k
+        if t.schema_changed:
+            self._schema = self._build_schema()
+            t.schema_changed = False
+        schema = self._schema
+        t.rows = 0
+        if t.ntyped == 0:
+            if rows == 0:
+                return None
+            return _from_arrays([pa.nulls(rows)], names=["_"]).select([])
+        arrays = [self._column_array(&t.columns[t.order[k]]) for k in range(t.ntyped)]
+        return _from_arrays(arrays, schema=schema)
+
+    cdef object _column_array(self, Column *c):
+        cdef Py_ssize_t rows = c.length
+        cdef Py_ssize_t nulls = c.null_count
+        validity = None
+        if nulls:
+            validity = _py_buffer(ArrowBuffer.adopt(&c.validity))
+        else:
+            c.validity.len = 0
+        c.length = 0
+        c.null_count = 0
+        c.has_validity = False
+        if c.type == FT_STRING or c.type == FT_JSON:
+            buffers = [validity, _py_buffer(ArrowBuffer.adopt(&c.values)),
+                       _py_buffer(ArrowBuffer.adopt(&c.text))]
+        else:
+            buffers = [validity, _py_buffer(ArrowBuffer.adopt(&c.values))]
+        return _from_buffers(ARROW_TYPES[c.type], rows, buffers, null_count=nulls)
+
+    cdef object _build_schema(self):
+        cdef Table *t = &self._table
+        cdef Py_ssize_t k
+        cdef int32_t column
+        fields = []
+        for k in range(t.ntyped):
+            column = t.order[k]
+            kind = t.columns[column].type
+            fields.append(pa.field(self._name(column), ARROW_TYPES[kind],
+                                   metadata=JSON_METADATA if kind == FT_JSON else None))
+        return pa.schema(fields)
+
+    cdef str _name(self, int32_t column):
+        cdef Column *c = &self._table.columns[column]
+        while len(self._names) <= column:
+            self._names.append(None)
+        name = self._names[column]
+        if name is None:
+            name = c.name[:c.name_len].decode("utf-8")
+            self._names[column] = name
+        return name
+
+    cdef list _error_list(self):
+        cdef const LineError *e
+        cdef Py_ssize_t k
+        result = []
+        for k in range(self._errors.len // <Py_ssize_t>sizeof(LineError)):
+            e = (<const LineError *>self._errors.data) + k
+            name = None
+            if e.code == E_TYPE_CONFLICT or e.code == E_TEXT_TOO_LARGE:
+                name = self._name(e.column)
+            result.append((e.line, reason(e, name, self.max_depth)))
+        return result

@@ -1,0 +1,47 @@
+# Constants of the JSON -> Arrow encoder (included by _encoder.pxd).
+# The pure-Python reference (ingest/_reference/encoder.py) spells the same
+# type names and reasons out as strings; keep the two in step.
+
+
+cdef enum FieldType:
+    # What a value is, and what a column holds once typed (same numbering, so
+    # a column takes the type of its first non-null value as is).
+    FT_NONE = 0        # JSON null / a column that has seen only nulls (not in the schema)
+    FT_BOOL = 1        # bool
+    FT_INT64 = 2       # int64
+    FT_FLOAT64 = 3     # float64 (also integers outside int64)
+    FT_STRING = 4      # string
+    FT_TIMESTAMP = 5   # timestamp[us, tz=UTC], from an ISO-8601 string
+    FT_JSON = 6        # nested object/array, kept as its original text
+
+
+cdef enum ErrorCode:
+    # Why a line was rejected; formatted into a reason string with the GIL.
+    E_OK = 0
+    E_EMPTY_LINE = 1              # only whitespace (or a BOM)
+    E_UTF8 = 2                    # invalid UTF-8 at `at`
+    E_END_OF_LINE = 3             # the line ended inside a value
+    E_EXPECTED_VALUE = 4
+    E_EXPECTED_KEY = 5            # expected '"' starting a key
+    E_EXPECTED_COLON = 6
+    E_EXPECTED_COMMA_BRACE = 7    # expected ',' or '}'
+    E_EXPECTED_COMMA_BRACKET = 8  # expected ',' or ']'
+    E_EXPECTED_END = 9            # data after the top-level object
+    E_BAD_LITERAL = 10            # not true/false/null
+    E_BAD_NUMBER = 11             # leading zero, '1.', '-', '1e', ...
+    E_BAD_ESCAPE = 12
+    E_LONE_SURROGATE = 13         # \uD800-\uDFFF not forming a pair
+    E_CONTROL_CHAR = 14           # raw byte < 0x20 inside a string
+    E_NOT_OBJECT = 15             # valid JSON, but not an object
+    E_TOO_DEEP = 16               # more than max_depth nested containers
+    E_EMPTY_KEY = 17              # top-level key ""
+    E_TYPE_CONFLICT = 18          # value does not fit the column's type
+    E_TEXT_TOO_LARGE = 19         # a column's text would pass 2 GiB in one batch
+    E_NO_MEMORY = 20              # malloc failed: the whole call raises MemoryError
+
+
+cdef enum:
+    BUFFER_MIN_SIZE = 64          # first allocation of a growable buffer, bytes
+    HASH_MIN_SLOTS = 64           # first size of the column-name hash table
+    MAX_TEXT_BYTES = 2147483647   # int32 offsets: text bytes of one column in one batch
+    MAX_DEPTH_LIMIT = 100000      # largest max_depth an Encoder accepts
