@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-SOURCES := pyproject.toml setup.py $(wildcard ext/*.pyx ext/*.pxd ext/*.pxi)
+SOURCES := pyproject.toml setup.py $(wildcard ext/ingest/*.pyx ext/ingest/*.pxd ext/ingest/*.pxi)
 
 .PHONY: serve test bench build clean
 
@@ -31,4 +31,4 @@ $(VENV)/.installed-test: $(SOURCES) | $(VENV)/bin/python
 	touch $@ $(VENV)/.installed
 
 clean:
-	rm -rf build ingest/*.so ext/*.c ext/*.html
+	rm -rf build ingest/*.so ext/ingest/*.c ext/ingest/*.html

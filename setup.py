@@ -26,8 +26,7 @@ cflags = ["-Wall", "-O0", "-g"] if DEBUG else ["-Wall", "-O3"]
 extensions = [
     Extension(
         f"ingest.{name}",
-        [f"ext/{name}.pyx"],
-        include_dirs=["ext"],
+        [f"ext/ingest/{name}.pyx"],
         extra_compile_args=cflags,
         define_macros=macros,
     )
@@ -39,7 +38,7 @@ extensions = [
 setup(
     ext_modules=cythonize(
         extensions,
-        include_path=["ext"],
+        include_path=["ext"],  # ext/ingest/ mirrors the package, so each .pyx finds its .pxd
         compiler_directives=directives,
         annotate=DEBUG,
     ),

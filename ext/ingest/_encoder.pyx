@@ -18,8 +18,6 @@ import pyarrow as pa
 
 from ingest._protocols import EncodeResult
 
-include "_encoder.pxd"
-
 __all__ = ["Encoder", "validate_lines"]
 
 cdef extern from *:
@@ -1272,10 +1270,6 @@ def validate_lines(data, spans, int max_depth=64):
 @cython.final
 cdef class ArrowBuffer:
     """A finished column buffer, read-only, handed to pyarrow without a copy."""
-    cdef:
-        char *_data         # malloc'd, owned; freed with the object
-        Py_ssize_t _length  # bytes
-        int _view_count     # buffer-protocol views alive (pyarrow holds one per Buffer)
 
     @staticmethod
     cdef ArrowBuffer adopt(GrowBuf *buf):
@@ -1318,15 +1312,6 @@ cdef class ArrowBuffer:
 cdef class Encoder:
     """Turns one table's NDJSON lines into Arrow record batches, keeping the
     table's column types across calls (see ingest._protocols.Encoder)."""
-    cdef:
-        readonly str table  # table name, for messages
-        readonly int max_depth
-        Table _table        # columns, their types and this batch's buffers
-        Parser _parser      # syntax state, reused line after line
-        GrowBuf _errors     # LineError records of the current call
-        list _names         # column id -> str name, filled lazily with the GIL
-        object _schema      # cached pyarrow.Schema of the typed columns
-        bint _busy          # an encode() call is running (an Encoder is not shareable)
 
     def __cinit__(self, str table="", int max_depth=64):
         check_max_depth(max_depth)

@@ -16,8 +16,6 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from libc.stdint cimport int64_t
 from libc.string cimport memchr, memcpy
 
-include "_buffer.pxd"
-
 __all__ = ["BatchBuffer", "SealedBatch", "LineFramer", "split_json_array"]
 
 # handed out for the payload of an empty SealedBatch (never NULL in a Py_buffer)
@@ -47,12 +45,6 @@ cdef inline bint _is_blank(const char *p, Py_ssize_t n) noexcept:
 
 cdef class _Lines:
     """What BatchBuffer and SealedBatch share: stored lines and read access."""
-    cdef:
-        char *_data             # payload bytes of all lines, back to back
-        int64_t *_spans         # [start, end) offsets into _data, two per line
-        Py_ssize_t _nbytes      # bytes used in _data
-        Py_ssize_t _events      # lines stored; _spans holds 2 * _events values
-        Py_ssize_t _view_count  # memoryviews from data()/spans() still alive
 
     @property
     def events(self):
@@ -86,11 +78,6 @@ cdef class _Lines:
 @cython.final
 cdef class _Export:
     """Read-only buffer-protocol export of a _Lines' payload or spans."""
-    cdef:
-        _Lines owner            # whose memory is exported; counts the views
-        bint is_spans           # export the spans ('q') rather than the payload ('B')
-        Py_ssize_t shape        # items in the export, for Py_buffer.shape
-        Py_ssize_t stride       # item size in bytes, for Py_buffer.strides
 
     @staticmethod
     cdef _Export of(_Lines owner, bint is_spans):
@@ -138,13 +125,6 @@ cdef class _Export:
 @cython.final
 cdef class BatchBuffer(_Lines):
     """Raw NDJSON lines of one table waiting to be sealed into a batch."""
-    cdef:
-        public Py_ssize_t event_limit  # seal at this many lines (0 = no limit)
-        public Py_ssize_t byte_limit   # seal at this many payload bytes (0 = no limit)
-        Py_ssize_t _data_cap           # bytes allocated at _data
-        Py_ssize_t _spans_cap          # lines that fit in the allocation at _spans
-        char _inline_data[BATCH_INLINE_BYTES]          # _data while the payload is small
-        int64_t _inline_spans[2 * BATCH_INLINE_LINES]  # _spans while there are few lines
 
     def __cinit__(self):
         self._data = self._inline_data
@@ -363,15 +343,6 @@ cdef class SealedBatch(_Lines):
 @cython.final
 cdef class LineFramer:
     """Splits one connection's byte stream into NDJSON lines."""
-    cdef:
-        readonly Py_ssize_t max_line_bytes  # longer lines (without "\n" and a final "\r") are dropped
-        char *_tail                 # the unterminated line carried over to the next chunk
-        Py_ssize_t _tail_len        # bytes in _tail
-        Py_ssize_t _tail_cap        # bytes allocated at _tail
-        bint _discarding            # inside an over-long line: drop bytes up to the next newline
-        Py_ssize_t _too_long        # over-long lines dropped so far
-        Py_ssize_t _lines_seen      # non-empty lines seen, over-long ones included
-        char _inline_tail[FRAMER_INLINE_TAIL]  # _tail while the partial line is small
 
     def __cinit__(self):
         self._tail = self._inline_tail
