@@ -35,6 +35,13 @@ class Settings:
     tcp_table: str = field(default="events", metadata={"help": "table that TCP lines go to"})
     max_line_bytes: int = field(default=1 << 20, metadata={"help": "longer TCP lines are rejected and counted"})
     max_body_bytes: int = field(default=64 << 20, metadata={"help": "HTTP bodies over this (after gunzip) get 413"})
+    max_buffer_bytes: int = field(default=512 << 20, metadata={"help": "memory budget for buffered and in-flight batches; above it TCP pauses and HTTP answers 429"})
+    max_flushes_in_flight: int = field(default=2, metadata={"help": "concurrent writes into the sink (DuckDB always writes one at a time)"})
+    retry_attempts: int = field(default=5, metadata={"help": "retries of a failed flush before its batch is dead-lettered"})
+    retry_base_ms: int = field(default=100, metadata={"help": "backoff base: a retry waits random(0, min(base*2^attempt, max)) ms"})
+    retry_max_ms: int = field(default=10_000, metadata={"help": "backoff ceiling in ms"})
+    shutdown_grace: int = field(default=30, metadata={"help": "seconds SIGTERM waits for buffers to land before dead-lettering the rest"})
+    sink_delay_ms: int = field(default=0, metadata={"help": "fault injection: extra ms each sink write takes (to test backpressure)"})
     log_level: str = field(default="info", metadata={"help": "debug, info, warning or error"})
 
     def validate(self) -> None:
@@ -45,9 +52,13 @@ class Settings:
         for name in ("tcp_port", "http_port"):
             if not 0 <= getattr(self, name) <= 65535:
                 raise ConfigError(f"{name} must be between 0 and 65535")
-        for name in ("batch_events", "batch_bytes", "flush_interval", "max_line_bytes", "max_body_bytes"):
+        for name in ("batch_events", "batch_bytes", "flush_interval", "max_line_bytes", "max_body_bytes",
+                     "max_buffer_bytes", "max_flushes_in_flight", "retry_max_ms"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, not {getattr(self, name)}")
+        for name in ("retry_attempts", "retry_base_ms", "shutdown_grace", "sink_delay_ms"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must not be negative, not {getattr(self, name)}")
 
     @property
     def duckdb_path(self) -> Path:

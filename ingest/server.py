@@ -19,9 +19,12 @@ import pyarrow as pa
 from ingest import buffer, encoder
 from ingest._select import EVENT_LOOP
 from ingest.config import Settings
-from ingest.pipeline import TablePipeline
-from ingest.rejections import RejectionLog
+from ingest.budget import MemoryBudget
+from ingest.deadletter import DeadLetterStore
+from ingest.metrics import Metrics
+from ingest.pipeline import PipelineContext, RetryPolicy, TablePipeline
 from ingest.sinks import DuckDBSink, ParquetSink
+from ingest.sinks.base import SlowSink
 from ingest.sources.http import HttpIngestProtocol
 from ingest.sources.tcp import TcpIngestProtocol
 
@@ -29,9 +32,10 @@ log = logging.getLogger("ingest.server")
 
 
 def open_sink(settings: Settings):
-    if settings.sink == "parquet":
-        return ParquetSink(settings.parquet_dir)
-    return DuckDBSink(settings.duckdb_path)
+    sink = ParquetSink(settings.parquet_dir) if settings.sink == "parquet" else DuckDBSink(settings.duckdb_path)
+    if settings.sink_delay_ms:
+        sink = SlowSink(sink, settings.sink_delay_ms / 1000)
+    return sink
 
 
 class IngestServer:
@@ -40,12 +44,15 @@ class IngestServer:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.tcp_port: int | None = None
         self.http_port: int | None = None
-        self._pipelines: dict[str, TablePipeline] = {}
+        self.pipelines: dict[str, TablePipeline] = {}
+        self.budget = MemoryBudget(settings.max_buffer_bytes)
+        self.dead_letters = DeadLetterStore(settings.data_dir / "deadletter")
+        self.metrics = Metrics(self)
+        self.draining = False
         self._listeners: list[asyncio.AbstractServer] = []
         self._tcp_connections: set = set()
         self._http_connections: set = set()
-        self._stopped = asyncio.Event()
-        self.rejections = RejectionLog(settings.data_dir / "deadletter")
+        self._stop_requested = asyncio.Event()
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -53,13 +60,33 @@ class IngestServer:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.sink = open_sink(settings)
         cores = os.cpu_count() or 2
-        self._encode_pool = ThreadPoolExecutor(cores, thread_name_prefix="encode")
         # DuckDB has one writer connection; Parquet files are independent.
-        self._sink_pool = ThreadPoolExecutor(1 if self.sink.name == "duckdb" else cores, thread_name_prefix="sink")
-        self._query_pool = ThreadPoolExecutor(2, thread_name_prefix="query")
+        writers = 1 if self.sink.name == "duckdb" else settings.max_flushes_in_flight
+        self._pools = [
+            ThreadPoolExecutor(cores, thread_name_prefix="encode"),
+            ThreadPoolExecutor(writers, thread_name_prefix="sink"),
+            ThreadPoolExecutor(1, thread_name_prefix="deadletter"),
+            ThreadPoolExecutor(2, thread_name_prefix="query"),
+        ]
+        self._context = PipelineContext(
+            sink=self.sink,
+            encode_pool=self._pools[0],
+            sink_pool=self._pools[1],
+            store_pool=self._pools[2],
+            sink_slots=asyncio.Semaphore(writers),
+            budget=self.budget,
+            dead_letters=self.dead_letters,
+            retry=RetryPolicy(settings.retry_attempts, settings.retry_base_ms / 1000, settings.retry_max_ms / 1000),
+            batch_events=settings.batch_events,
+            batch_bytes=settings.batch_bytes,
+            flush_interval=settings.flush_interval / 1000,
+            observe_flush=self.metrics.observe_flush,
+        )
+        self._query_pool = self._pools[3]
         self.pipeline(settings.tcp_table)
         tcp = await self.loop.create_server(
-            lambda: TcpIngestProtocol(self.pipeline(settings.tcp_table), settings.max_line_bytes, self._tcp_connections),
+            lambda: TcpIngestProtocol(self.pipeline(settings.tcp_table), settings.max_line_bytes,
+                                      self.budget, self._tcp_connections),
             settings.host, settings.tcp_port, reuse_address=True,
         )
         http = await self.loop.create_server(
@@ -78,24 +105,20 @@ class IngestServer:
         print(f"ingest: listening tcp={settings.host}:{self.tcp_port} http={settings.host}:{self.http_port}", flush=True)
 
     def pipeline(self, table: str) -> TablePipeline:
-        pipeline = self._pipelines.get(table)
+        pipeline = self.pipelines.get(table)
         if pipeline is None:
-            pipeline = self._pipelines[table] = TablePipeline(
-                table, self.sink,
-                batch_events=self.settings.batch_events,
-                batch_bytes=self.settings.batch_bytes,
-                flush_interval_ms=self.settings.flush_interval,
-                encode_pool=self._encode_pool,
-                sink_pool=self._sink_pool,
-                rejections=self.rejections,
-            )
+            pipeline = self.pipelines[table] = TablePipeline(table, self._context)
         return pipeline
 
     def stats(self) -> dict:
         return {
             "hot_path": {"buffer": buffer.IMPLEMENTATION, "encoder": encoder.IMPLEMENTATION},
             "sink": self.sink.name,
-            "tables": {name: p.counters.as_dict(p.buffered) for name, p in sorted(self._pipelines.items())},
+            "draining": self.draining,
+            "buffer_bytes": self.budget.used,
+            "buffer_limit_bytes": self.budget.limit,
+            "inputs_paused": self.budget.paused_inputs,
+            "tables": {name: p.counters.as_dict(p.buffered) for name, p in sorted(self.pipelines.items())},
         }
 
     async def query_arrow(self, sql: str) -> bytes:
@@ -109,32 +132,43 @@ class IngestServer:
         return await self.loop.run_in_executor(self._query_pool, run)
 
     def request_stop(self) -> None:
-        self._stopped.set()
+        self._stop_requested.set()
 
     async def serve_until_stopped(self) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             self.loop.add_signal_handler(sig, self.request_stop)
-        await self._stopped.wait()
+        await self._stop_requested.wait()
         await self.stop()
 
     async def stop(self) -> None:
-        log.info("stopping: closing listeners, draining %d table(s)", len(self._pipelines))
-        for listener in self._listeners:
-            listener.close()
+        """Stop intake, drain every table within the grace period, dead-letter
+        what is left after it, close the sink. HTTP stays up meanwhile,
+        answering 503 to ingest and /ready so clients go elsewhere."""
+        self.draining = True
+        grace = self.settings.shutdown_grace
+        log.info("stopping: intake closed, draining %d table(s) within %ds", len(self.pipelines), grace)
+        tcp_listener, http_listener = self._listeners
+        tcp_listener.close()
         for connection in list(self._tcp_connections):
             connection.close()
+        drains = [asyncio.ensure_future(p.drain()) for p in self.pipelines.values()]
+        if drains:
+            _, late = await asyncio.wait(drains, timeout=grace)
+            if late:
+                log.warning("shutdown grace of %ds expired; dead-lettering what has not landed", grace)
+                for pipeline in self.pipelines.values():
+                    pipeline.abandon()
+                await asyncio.wait(drains)
+        http_listener.close()
         for connection in list(self._http_connections):
             connection.transport.close()
-        for pipeline in list(self._pipelines.values()):
-            await pipeline.drain()
-        for pipeline in self._pipelines.values():
+        for pipeline in self.pipelines.values():
             await pipeline.close()
-        await self.loop.run_in_executor(self._sink_pool, self.sink.close)
-        for pool in (self._encode_pool, self._sink_pool, self._query_pool):
+        await self.loop.run_in_executor(self._context.sink_pool, self.sink.close)
+        for pool in self._pools:
             pool.shutdown(wait=True)
-        self.rejections.close()
         self.settings.state_path.unlink(missing_ok=True)
-        totals = {name: p.counters.as_dict(p.buffered) for name, p in self._pipelines.items()}
+        totals = {name: p.counters.as_dict(p.buffered) for name, p in self.pipelines.items()}
         log.info("stopped; per table: %s", json.dumps(totals))
 
 

@@ -70,22 +70,24 @@ def test_ingest_query_cli_while_the_server_runs(start_server, sink):
     assert server.stop() == 0
 
 
-def test_a_batch_the_sink_refuses_is_kept_in_the_dead_letter_directory(start_server, tmp_path):
+def test_a_poison_row_is_isolated_by_bisection_and_dead_lettered(start_server, tmp_path):
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     with duckdb.connect(str(data_dir / "ingest.duckdb")) as con:
-        con.execute("CREATE TABLE guarded (a INTEGER CHECK (a < 10))")
-    server = start_server("--batch-events", 2, "--flush-interval", 600_000)
-    assert server.ingest("guarded", b'{"a":1}\n{"a":2}\n')[0] == 200
-    server.wait_landed("guarded", 2)
-    assert server.ingest("guarded", b'{"a":3}\n{"a":99}\n')[0] == 200  # the sink refuses this batch
-    poll(lambda: server.stats("guarded")["failed"] == 2, what="the refused batch to be counted")
+        con.execute("CREATE TABLE guarded (a INTEGER CHECK (a < 10))")  # a declared column type and a constraint
+    server = start_server("--batch-events", 8, "--flush-interval", 600_000)
+    body = b"".join(b'{"a":%d}\n' % a for a in (1, 2, 99, 4, 5, 6, 3000000000, 8))
+    assert server.ingest("guarded", body)[1]["accepted"] == 8
+    counters = poll(lambda: (c := server.stats("guarded"))["buffered"] == 0 and c, what="the batch to be settled")
+    assert counters["landed"] == 6 and counters["dead_lettered"] == 2
     assert server.stop() == 0
-    kept = list((data_dir / "deadletter").glob("guarded-*.arrow"))
-    assert len(kept) == 1
-    with pa.OSFile(str(kept[0])) as f:
-        table = pa.ipc.open_file(f).read_all()
-    assert table.column("a").to_pylist() == [3, 99]
-    assert b"Constraint" in table.schema.metadata[b"ingest.reason"]
+    from ingest.deadletter import DeadLetterStore
+
+    store = DeadLetterStore(data_dir / "deadletter")
+    entries = store.entries("guarded")
+    assert {e.kind for e in entries} == {"failed"} and {e.reason for e in entries} == {"refused by the sink"}
+    kept = sorted(v for e in entries for v in store.read(e.path).column("a").to_pylist())
+    assert kept == [99, 3000000000]
+    assert any("Constraint" in e.error for e in entries) and any("Conversion" in e.error or "out of range" in e.error.lower() for e in entries)
     with duckdb.connect(str(data_dir / "ingest.duckdb"), read_only=True) as con:
-        assert con.execute("SELECT a FROM guarded ORDER BY a").fetchall() == [(1,), (2,)]
+        assert con.execute("SELECT a FROM guarded ORDER BY a").fetchall() == [(1,), (2,), (4,), (5,), (6,), (8,)]

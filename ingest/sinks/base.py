@@ -3,6 +3,7 @@ answers SQL over what has landed. Sinks are called from worker threads,
 never from the event loop."""
 from __future__ import annotations
 
+import time
 from typing import Protocol
 
 import pyarrow as pa
@@ -42,6 +43,9 @@ class Sink(Protocol):
     def write(self, table: str, batch: pa.RecordBatch) -> None:
         """Land one batch atomically: all of its rows or none."""
 
+    def is_data_error(self, exc: BaseException) -> bool:
+        """True when `write` failed because of the rows, not the environment."""
+
     def query(self, sql: str) -> pa.Table:
         """Run SQL over the landed tables, safe while writes go on."""
 
@@ -57,3 +61,20 @@ def query_arrow(connection, sql: str) -> pa.Table:
         return pa.table({})
     to_arrow = getattr(relation, "to_arrow_table", None) or relation.arrow  # DuckDB 2 renamed it
     return to_arrow()
+
+
+class SlowSink:
+    """Fault injection (`--sink-delay-ms`): every write takes longer, so
+    backpressure can be tested against a real sink that cannot keep up."""
+
+    def __init__(self, sink, delay: float):
+        self._sink = sink
+        self._delay = delay
+        self.name = sink.name
+
+    def write(self, table: str, batch: pa.RecordBatch) -> None:
+        time.sleep(self._delay)
+        self._sink.write(table, batch)
+
+    def __getattr__(self, name):
+        return getattr(self._sink, name)

@@ -11,6 +11,8 @@ import pyarrow as pa
 from ingest.sinks.base import duckdb_type, query_arrow, quote_identifier
 
 BATCH_VIEW = "__ingest_batch"
+DATA_ERRORS = (duckdb.ConstraintException, duckdb.ConversionException, duckdb.TypeMismatchException,
+               duckdb.OutOfRangeException)
 
 
 class DuckDBSink:
@@ -57,7 +59,10 @@ class DuckDBSink:
                 con.execute(f"INSERT INTO {quote_identifier(table)} BY NAME SELECT * FROM {BATCH_VIEW}")
                 con.execute("COMMIT")
             except BaseException:
-                con.execute("ROLLBACK")
+                try:
+                    con.execute("ROLLBACK")
+                except duckdb.Error:
+                    pass  # a failed COMMIT has already ended the transaction
                 raise
             finally:
                 con.unregister(BATCH_VIEW)  # after ROLLBACK: an aborted transaction refuses it
@@ -65,6 +70,12 @@ class DuckDBSink:
                 columns = self._columns.setdefault(table, {})
                 for field in batch.schema:
                     columns[field.name] = duckdb_type(field)
+
+    @staticmethod
+    def is_data_error(exc: BaseException) -> bool:
+        """The rows themselves were refused (a constraint, a conversion): retrying
+        the same rows cannot help, bisecting them can."""
+        return isinstance(exc, DATA_ERRORS)
 
     def query(self, sql: str) -> pa.Table:
         cursor = self._con.cursor()  # its own connection to the same database: safe beside the writer

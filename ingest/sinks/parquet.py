@@ -32,6 +32,12 @@ class ParquetSink:
         pq.write_table(pa.Table.from_batches([batch]), temporary, compression="zstd")
         os.replace(temporary, directory / name)
 
+    @staticmethod
+    def is_data_error(exc: BaseException) -> bool:
+        """Arrow refused the values; an OSError (disk full, a missing
+        directory) is worth retrying instead."""
+        return isinstance(exc, (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError))
+
     def query(self, sql: str) -> pa.Table:
         return query_directory(self.root, sql)
 

@@ -4,7 +4,9 @@ Routes:
   POST /v1/ingest/{table}  NDJSON or a JSON array of objects, optionally gzip
   POST /v1/query           SQL in the body; answers an Arrow IPC stream
   GET  /v1/stats           per-table counters as JSON
-  GET  /health             liveness
+  GET  /metrics            Prometheus text
+  GET  /health             liveness: the process answers
+  GET  /ready              readiness: 503 while draining for shutdown
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import httptools
 from ingest.buffer import BatchBuffer, LineFramer, split_json_array
 from ingest.config import TABLE_NAME
 from ingest.encoder import validate_lines
+from ingest.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
 log = logging.getLogger("ingest.http")
 
@@ -29,6 +32,7 @@ MAX_ERRORS_REPORTED = 100
 INGEST_PREFIX = "/v1/ingest/"
 UTF8_BOM = b"\xef\xbb\xbf"
 LINGER_SECONDS = 5  # how long a refused client may go on sending before we close
+RETRY_AFTER_SECONDS = 1  # what 429 and 503 ask a client to wait
 
 
 class HttpError(Exception):
@@ -107,6 +111,16 @@ class HttpIngestProtocol(asyncio.Protocol):
         self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
+        if self._url.startswith(INGEST_PREFIX.encode()) and self._parser.get_method() == b"POST":
+            # Refuse before the body is read into memory: it is discarded as it arrives.
+            if self._server.draining:
+                self._early_error = HttpError(503, "the server is shutting down; send to another instance or retry later",
+                                              headers=(("Retry-After", str(RETRY_AFTER_SECONDS)),))
+                return
+            if self._server.budget.exhausted:
+                self._early_error = HttpError(429, "the server is at its memory budget; retry after the delay given",
+                                              headers=(("Retry-After", str(RETRY_AFTER_SECONDS)),))
+                return
         length = self._headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self._server.settings.max_body_bytes:
             # Refuse before reading the body: the client may stop sending.
@@ -230,6 +244,14 @@ class HttpIngestProtocol(asyncio.Protocol):
         if path == "/health":
             self._allow(method, "GET")
             return render_response(200, b'{"status":"ok"}', JSON_TYPE, keep_alive)
+        if path == "/ready":
+            self._allow(method, "GET")
+            if self._server.draining:
+                return render_response(503, b'{"status":"draining"}', JSON_TYPE, keep_alive)
+            return render_response(200, b'{"status":"ready"}', JSON_TYPE, keep_alive)
+        if path == "/metrics":
+            self._allow(method, "GET")
+            return render_response(200, self._server.metrics.render(), METRICS_CONTENT_TYPE, keep_alive)
         if path == "/v1/stats":
             self._allow(method, "GET")
             return render_response(200, json_body(self._server.stats()), JSON_TYPE, keep_alive)
@@ -267,10 +289,8 @@ class HttpIngestProtocol(asyncio.Protocol):
             position = pipeline.buffer.extend(lines, position, rejected)
             pipeline.appended()
         if errors:
-            pipeline.rejected_at_source(len(errors))
-            source = f"http {self.peer}"
-            for index, reason in errors:
-                self._server.rejections(table, lines.line(index), reason, source)
+            pipeline.rejected_at_source([lines.line(i) for i, _ in errors], [reason for _, reason in errors],
+                                        f"http {self.peer} POST /v1/ingest/{table}")
         accepted = lines.events - len(errors)
         document = {
             "accepted": accepted,

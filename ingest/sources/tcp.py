@@ -1,9 +1,15 @@
-"""NDJSON over raw TCP: every line of every connection goes to one table."""
+"""NDJSON over raw TCP: every line of every connection goes to one table.
+
+TCP is fire-and-forget. Backpressure is TCP's own: while the memory budget is
+exhausted the connection is not read, so the sender's socket buffer fills
+and its writes block; reading resumes below the low-water mark.
+"""
 from __future__ import annotations
 
 import asyncio
 import logging
 
+from ingest.budget import MemoryBudget
 from ingest.buffer import LineFramer
 from ingest.pipeline import TablePipeline
 
@@ -13,9 +19,10 @@ log = logging.getLogger("ingest.tcp")
 class TcpIngestProtocol(asyncio.Protocol):
     """Frames one connection's bytes straight into the table's batch buffer."""
 
-    def __init__(self, pipeline: TablePipeline, max_line_bytes: int, connections: set):
+    def __init__(self, pipeline: TablePipeline, max_line_bytes: int, budget: MemoryBudget, connections: set):
         self._pipeline = pipeline
         self._framer = LineFramer(max_line_bytes)
+        self._budget = budget
         self._connections = connections
         self._too_long_counted = 0
         self.transport: asyncio.Transport | None = None
@@ -24,7 +31,7 @@ class TcpIngestProtocol(asyncio.Protocol):
     def connection_made(self, transport):
         self.transport = transport
         peer = transport.get_extra_info("peername")
-        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.peer = f"tcp {peer[0]}:{peer[1]}" if peer else "tcp"
         self._connections.add(self)
 
     def data_received(self, data: bytes) -> None:
@@ -34,14 +41,23 @@ class TcpIngestProtocol(asyncio.Protocol):
             position = framer.feed(data, position, buffer)
             pipeline.appended()
         self._count_too_long()
+        if self._budget.exhausted:
+            self.transport.pause_reading()
+            self._budget.wait_for_room(self, self._resume)
+
+    def _resume(self) -> None:
+        if not self.transport.is_closing():
+            self.transport.resume_reading()
 
     def connection_lost(self, exc) -> None:
         self._finish()
+        self._budget.forget(self)
         self._connections.discard(self)
 
     def close(self) -> None:
         """Stop reading; an unterminated last line still counts as an event."""
         self._finish()
+        self._budget.forget(self)
         self.transport.close()
 
     def _finish(self) -> None:
@@ -52,7 +68,9 @@ class TcpIngestProtocol(asyncio.Protocol):
     def _count_too_long(self) -> None:
         too_long = self._framer.too_long
         if too_long != self._too_long_counted:
-            self._pipeline.rejected_at_source(too_long - self._too_long_counted)
-            log.warning("tcp %s: dropped %d line(s) longer than %d bytes", self.peer,
-                        too_long - self._too_long_counted, self._framer.max_line_bytes)
+            count = too_long - self._too_long_counted
             self._too_long_counted = too_long
+            limit = self._framer.max_line_bytes
+            # the line itself was never buffered: it is kept as its first bytes only
+            self._pipeline.rejected_at_source(
+                [b""] * count, [f"line longer than {limit} bytes (--max-line-bytes); dropped"] * count, self.peer)

@@ -1,0 +1,65 @@
+"""Prometheus exposition for GET /metrics, through prometheus_client.
+
+Counters are read from the pipelines at scrape time (one source of truth,
+and the scrape runs on the event loop, so the accounting invariant holds in
+every scrape); only the flush-latency histogram is recorded as it happens.
+"""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+FLUSH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+EVENT_COUNTERS = (
+    ("received", "Events accepted from a source, good or bad"),
+    ("rejected", "Events refused as bad input (kept in the dead-letter store)"),
+    ("landed", "Events committed in the sink"),
+    ("dead_lettered", "Events that could not land (kept in the dead-letter store)"),
+)
+
+
+class ServerCollector:
+    def __init__(self, server):
+        self._server = server
+
+    def collect(self):
+        pipelines = sorted(self._server.pipelines.items())
+        for name, help_text in EVENT_COUNTERS:
+            family = CounterMetricFamily(f"ingest_events_{name}", help_text, labels=["table"])
+            for table, pipeline in pipelines:
+                family.add_metric([table], getattr(pipeline.counters, name))
+            yield family
+        buffered = GaugeMetricFamily("ingest_events_buffered", "Events received but not yet landed, rejected or dead-lettered", labels=["table"])
+        retries = CounterMetricFamily("ingest_flush_retries", "Flush attempts after a failure", labels=["table"])
+        sealed = CounterMetricFamily("ingest_batches_sealed", "Batches sealed, by trigger", labels=["table", "trigger"])
+        for table, pipeline in pipelines:
+            buffered.add_metric([table], pipeline.buffered)
+            retries.add_metric([table], pipeline.counters.retries)
+            for trigger, count in pipeline.counters.batches_sealed.items():
+                sealed.add_metric([table, trigger], count)
+        yield buffered
+        yield retries
+        yield sealed
+        budget = self._server.budget
+        yield GaugeMetricFamily("ingest_buffer_bytes", "Bytes held in buffered and in-flight batches", value=budget.used)
+        yield GaugeMetricFamily("ingest_buffer_limit_bytes", "The memory budget (--max-buffer-bytes)", value=budget.limit)
+        yield GaugeMetricFamily("ingest_inputs_paused", "TCP connections paused by backpressure", value=budget.paused_inputs)
+        yield GaugeMetricFamily("ingest_draining", "1 while the server drains for shutdown", value=int(self._server.draining))
+
+
+class Metrics:
+    def __init__(self, server):
+        self.registry = CollectorRegistry()
+        self.registry.register(ServerCollector(server))
+        self._flush_seconds = Histogram(
+            "ingest_flush_duration_seconds", "Time one sink write took", ["table"],
+            registry=self.registry, buckets=FLUSH_BUCKETS,
+        )
+
+    def observe_flush(self, table: str, seconds: float) -> None:
+        self._flush_seconds.labels(table).observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
