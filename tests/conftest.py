@@ -51,7 +51,7 @@ class ServerProcess:
 
     def __init__(self, data_dir: Path, args: list[str], env: dict):
         self.data_dir = data_dir
-        self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
+        self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"ingest-test-{os.getpid()}-{id(self)}.log"
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "ingest", "serve", "--data-dir", str(data_dir),
@@ -118,6 +118,44 @@ class ServerProcess:
             return counters if counters.get("received", 0) >= received else None
         return poll(reached, what=f"{received} events received for {table}")
 
+    def query_after_stop(self, sql: str) -> list[dict]:
+        """SQL straight from the files the stopped server left."""
+        from ingest.cli import run_query
+
+        return run_query(self.data_dir, sql).to_pylist()
+
+    def metrics(self) -> dict:
+        """GET /metrics parsed: {(sample name, frozenset(labels)): value}."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        status, _, payload = self.http("GET", "/metrics")
+        assert status == 200
+        return {
+            (sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(payload.decode())
+            for sample in family.samples
+        }
+
+    def assert_accounted(self) -> dict:
+        """Every event received is landed, rejected, dead-lettered or still
+        buffered, in one scrape; returns {table: {counter: value}}."""
+        scraped = self.metrics()
+        tables: dict = {}
+        for (name, labels), value in scraped.items():
+            labels = dict(labels)
+            if name.startswith("ingest_events_") and "table" in labels:
+                tables.setdefault(labels["table"], {})[name.removeprefix("ingest_events_").removesuffix("_total")] = value
+        for table, c in tables.items():
+            assert c["received"] == c["landed"] + c["rejected"] + c["dead_lettered"] + c["buffered"], (table, c)
+        return tables
+
+    def final_counts(self) -> dict:
+        """The per-table totals the server logs as it stops."""
+        for line in reversed(self.log().splitlines()):
+            if "stopped; per table: " in line:
+                return json.loads(line.split("stopped; per table: ", 1)[1])
+        raise AssertionError(f"no final counts in the server log\n{self.log()}")
+
     def query(self, sql: str) -> pa.Table:
         status, _, payload = self.http("POST", "/v1/query", sql.encode(), {"Content-Type": "text/plain"})
         assert status == 200, payload
@@ -147,12 +185,12 @@ def start_server(tmp_path):
     """start_server(*args, implementation="cython", event_loop="uvloop", name="data")."""
     servers: list[ServerProcess] = []
 
-    def start(*args, implementation="cython", event_loop="uvloop", name="data", extra_env=None):
+    def start(*args, implementation="cython", event_loop="uvloop", name="data", data_dir=None, extra_env=None):
         env = dict(os.environ)
         env["INGEST_PURE_PYTHON"] = "1" if implementation == "python" else "0"
         env["INGEST_EVENT_LOOP"] = event_loop
         env.update(extra_env or {})
-        server = ServerProcess(tmp_path / name, [str(a) for a in args], env)
+        server = ServerProcess(data_dir or tmp_path / name, [str(a) for a in args], env)
         servers.append(server)
         return server
 
