@@ -14,11 +14,8 @@ class MemoryBudget:
         self.limit = limit
         self.low_water = int(limit * LOW_WATER_FRACTION)
         self.used = 0
+        self.exhausted = False  # set at the limit, cleared at the low-water mark
         self._waiting: dict[object, Callable[[], None]] = {}  # paused input -> its resume callback
-
-    @property
-    def exhausted(self) -> bool:
-        return self.used >= self.limit
 
     @property
     def paused_inputs(self) -> int:
@@ -26,20 +23,23 @@ class MemoryBudget:
 
     def take(self, nbytes: int) -> None:
         self.used += nbytes
+        if self.used >= self.limit:
+            self.exhausted = True
 
     def give_back(self, nbytes: int) -> None:
         self.used -= nbytes
-        if self._waiting and self.used <= self.low_water:
+        if self.exhausted and self.used <= self.low_water:
+            self.exhausted = False
             waiting, self._waiting = self._waiting, {}
             for resume in waiting.values():
                 resume()
 
     def wait_for_room(self, owner: object, resume: Callable[[], None]) -> None:
-        """`resume` runs once usage falls below the low-water mark."""
-        if self.used <= self.low_water:
-            resume()
-        else:
+        """`resume` runs once usage falls to the low-water mark."""
+        if self.exhausted:
             self._waiting[owner] = resume
+        else:
+            resume()
 
     def forget(self, owner: object) -> None:
         self._waiting.pop(owner, None)

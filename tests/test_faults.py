@@ -136,14 +136,22 @@ def test_overload_pauses_inputs_within_the_budget_and_everything_lands(start_ser
     sender = threading.Thread(target=send)
     sender.start()
     poll(lambda: server.stats()["inputs_paused"] >= 1, what="the TCP input to be paused")
-    status, headers, _ = server.http("POST", "/v1/ingest/web", b'{"a":1}\n', {"Content-Type": "application/x-ndjson"})
-    assert status == 429 and headers["Retry-After"] == "1"
+    answers = []
+
+    def refused_over_http():
+        status, headers, _ = server.http("POST", "/v1/ingest/web", b'{"a":1}\n', {"Content-Type": "application/x-ndjson"})
+        answers.append(status)
+        return status == 429 and headers["Retry-After"] == "1"
+
+    poll(refused_over_http, what="HTTP ingest to answer 429")
+    accepted_over_http = answers.count(200)
     server.assert_accounted()
     sender.join(timeout=120)
     assert sender_done.is_set(), "the paused input never resumed"
     server.wait_landed("events", 60_000)
     assert server.stats()["inputs_paused"] == 0
     assert server.ingest("web", b'{"a":1}\n')[0] == 200  # room again
+    server.wait_landed("web", accepted_over_http + 1)
     tables = server.assert_accounted()
     assert tables["events"] == {"received": 60_000, "landed": 60_000, "rejected": 0, "dead_lettered": 0, "buffered": 0}
     margin = 64 << 20  # encoder output, socket buffers, allocator slack
