@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 SINKS = ("duckdb", "parquet")
+WAL_FSYNC_MODES = ("always", "interval", "off")
 TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 
@@ -42,18 +43,27 @@ class Settings:
     retry_max_ms: int = field(default=10_000, metadata={"help": "backoff ceiling in ms"})
     shutdown_grace: int = field(default=30, metadata={"help": "seconds SIGTERM waits for buffers to land before dead-lettering the rest"})
     sink_delay_ms: int = field(default=0, metadata={"help": "fault injection: extra ms each sink write takes (to test backpressure)"})
+    wal: str = field(default="on", metadata={"help": "write-ahead log: on or off (off: a crash loses what has not landed)"})
+    wal_fsync: str = field(default="interval", metadata={"help": "always: fsync before each ack; interval: every --wal-fsync-interval ms, acks wait for it; off: never"})
+    wal_fsync_interval: int = field(default=20, metadata={"help": "ms between write-ahead-log fsyncs in interval mode"})
+    wal_segment_bytes: int = field(default=64 << 20, metadata={"help": "write-ahead-log segment size"})
     log_level: str = field(default="info", metadata={"help": "debug, info, warning or error"})
 
     def validate(self) -> None:
         if self.sink not in SINKS:
             raise ConfigError(f"sink must be one of {', '.join(SINKS)}, not {self.sink!r}")
+        if self.wal not in ("on", "off"):
+            raise ConfigError(f"wal must be on or off, not {self.wal!r}")
+        if self.wal_fsync not in WAL_FSYNC_MODES:
+            raise ConfigError(f"wal_fsync must be one of {', '.join(WAL_FSYNC_MODES)}, not {self.wal_fsync!r}")
         if not TABLE_NAME.match(self.tcp_table):
             raise ConfigError(f"tcp_table {self.tcp_table!r} is not a valid table name ({TABLE_NAME.pattern})")
         for name in ("tcp_port", "http_port"):
             if not 0 <= getattr(self, name) <= 65535:
                 raise ConfigError(f"{name} must be between 0 and 65535")
         for name in ("batch_events", "batch_bytes", "flush_interval", "max_line_bytes", "max_body_bytes",
-                     "max_buffer_bytes", "max_flushes_in_flight", "retry_max_ms"):
+                     "max_buffer_bytes", "max_flushes_in_flight", "retry_max_ms", "wal_fsync_interval",
+                     "wal_segment_bytes"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, not {getattr(self, name)}")
         for name in ("retry_attempts", "retry_base_ms", "shutdown_grace", "sink_delay_ms"):
@@ -67,6 +77,10 @@ class Settings:
     @property
     def parquet_dir(self) -> Path:
         return self.data_dir / "parquet"
+
+    @property
+    def wal_dir(self) -> Path:
+        return self.data_dir / "wal"
 
     @property
     def state_path(self) -> Path:

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from ingest.sinks.base import BatchId
+
 REJECTED = "rejected"
 FAILED = "failed"
 REPLAYED_SUFFIX = ".replayed"
@@ -57,15 +59,32 @@ class DeadLetterStore:
         self._sequence = itertools.count()
         self._lock = threading.Lock()
 
-    def put_rejected(self, table: str, lines: list[bytes], errors: list[str], source: str, reason: str) -> Path:
+    def put_rejected(self, table: str, lines: list[bytes], errors: list[str], source: str, reason: str,
+                     batch_id: BatchId | None = None, settles: bool = False) -> Path:
         batch = pa.record_batch(
             [pa.array(lines, pa.binary()), pa.array(errors, pa.string()), pa.array([source] * len(lines), pa.string())],
             schema=REJECTED_SCHEMA,
         )
-        return self._write(table, REJECTED, batch, reason=reason, error=errors[0] if errors else "", attempts=0, source=source)
+        return self._write(table, REJECTED, batch, reason=reason, error=errors[0] if errors else "", attempts=0,
+                           source=source, batch_id=batch_id or "", settles=int(settles))
 
-    def put_failed(self, table: str, batch: pa.RecordBatch, reason: str, error: str, attempts: int, source: str = "") -> Path:
-        return self._write(table, FAILED, batch, reason=reason, error=error, attempts=attempts, source=source)
+    def put_failed(self, table: str, batch: pa.RecordBatch, reason: str, error: str, attempts: int,
+                   batch_id: BatchId | None = None, settles: bool = False, source: str = "batch") -> Path:
+        """`settles`: this entry finishes the batch `batch_id` (nothing of it
+        is left to land), which recovery must know to not replay it."""
+        return self._write(table, FAILED, batch, reason=reason, error=error, attempts=attempts, source=source,
+                           batch_id=batch_id or "", settles=int(settles))
+
+    def settled_ids(self) -> list[tuple[str, BatchId]]:
+        """(table, batch id) of every entry that finished its batch."""
+        found = []
+        for path in self.directory.glob("*/*.arrow"):
+            with pa.memory_map(str(path)) as source:
+                meta = pa.ipc.open_file(source).schema.metadata or {}
+            if meta.get(b"ingest.settles") == b"1" and meta.get(b"ingest.batch_id"):
+                batch_id = BatchId.parse(meta[b"ingest.batch_id"].decode())
+                found.append((meta[b"ingest.table"].decode(), BatchId(batch_id.first_lsn, batch_id.last_lsn)))
+        return found
 
     def _write(self, table: str, kind: str, batch: pa.RecordBatch, **meta) -> Path:
         directory = self.directory / table

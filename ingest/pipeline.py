@@ -21,6 +21,7 @@ import time
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
+import numpy as np
 import pyarrow as pa
 
 from ingest.budget import MemoryBudget
@@ -28,10 +29,12 @@ from ingest.buffer import BatchBuffer
 from ingest.deadletter import DeadLetterStore
 from ingest.encoder import Encoder
 from ingest.sinks import Sink
+from ingest.sinks.base import BatchId
+from ingest.wal import WalUnavailable, WriteAheadLog
 
 log = logging.getLogger("ingest.pipeline")
 
-SEAL_TRIGGERS = ("events", "bytes", "age", "shutdown")
+SEAL_TRIGGERS = ("events", "bytes", "age", "shutdown", "replay")
 ENCODED_QUEUE_DEPTH = 2  # encoded batches waiting for the sink, per table
 DEAD_LETTER_RETRY_SECONDS = 1.0  # a dead-letter write that fails is tried again after this
 
@@ -86,6 +89,7 @@ class PipelineContext:
     batch_bytes: int
     flush_interval: float  # seconds
     observe_flush: object  # callable(table, seconds)
+    wal: WriteAheadLog | None = None  # None: --wal off
 
 
 class TablePipeline:
@@ -102,7 +106,10 @@ class TablePipeline:
         self._in_flight = 0  # events sealed but not yet landed, rejected or dead-lettered
         self._buffer_events = 0  # buffer.events when last counted
         self._buffer_bytes = 0  # buffer.nbytes when last counted against the budget
+        self._first_lsn: int | None = None  # write-ahead-log records in the buffer, first and last
+        self._last_lsn: int | None = None
         self._abandoned = asyncio.Event()  # set when the shutdown grace runs out
+        self._side_tasks: set[asyncio.Future] = set()  # dead-letter writes of lines refused at the door
         self._tasks = [
             asyncio.create_task(self._encode_stage(), name=f"encode-{table}"),
             asyncio.create_task(self._write_stage(), name=f"write-{table}"),
@@ -115,10 +122,24 @@ class TablePipeline:
 
     # on the event loop, called by sources
 
-    def appended(self) -> None:
-        """Called by a source after it appended lines to `self.buffer`."""
+    def appended(self, lsn: int | None = None) -> int | None:
+        """Called by a source after it appended lines to `self.buffer`: logs
+        them to the write-ahead log (unless they come from it: `lsn`) and
+        seals the batch when it is full. Returns the lines' lsn, if logged."""
         buffer = self.buffer
         events, nbytes = buffer.events, buffer.nbytes
+        if events > self._buffer_events and self._context.wal is not None:
+            if lsn is None:
+                try:
+                    lsn = self._log(self._buffer_events, events)
+                except WalUnavailable:
+                    pass  # kept in memory only; the sources pause until the log takes records again
+            if lsn is not None:
+                if self._first_lsn is None:
+                    self._first_lsn = lsn
+                self._last_lsn = lsn
+        else:
+            lsn = None
         self.counters.received += events - self._buffer_events
         self._context.budget.take(nbytes - self._buffer_bytes)
         self._buffer_events, self._buffer_bytes = events, nbytes
@@ -126,12 +147,30 @@ class TablePipeline:
             self.seal("events" if events >= buffer.event_limit else "bytes")
         elif events and self._age_timer is None:
             self._age_timer = self._loop.call_later(self._context.flush_interval, self.seal, "age")
+        return lsn
+
+    def _log(self, first: int, end: int) -> int:
+        """Appends lines first..end-1 of the buffer to the write-ahead log."""
+        spans_view, data_view = self.buffer.spans(), self.buffer.data()
+        try:
+            spans = np.frombuffer(spans_view, np.int64, 2 * (end - first), 16 * first)
+            start, stop = int(spans[0]), int(spans[-1])
+            relative = spans - start
+            del spans
+            data = bytes(data_view[start:stop])
+        finally:
+            spans_view.release()
+            data_view.release()
+        return self._context.wal.append(self.table, relative, data)
 
     def rejected_at_source(self, lines: list[bytes], errors: list[str], source: str) -> None:
         """Lines a source refused before buffering; they go to the dead-letter store."""
         self.counters.received += len(lines)
         self.counters.rejected += len(lines)
-        self._keep_rejected(lines, errors, source)
+        log.warning("table %s: rejected %d line(s) from %s; first: %s", self.table, len(lines), source, errors[0])
+        task = asyncio.ensure_future(self._keep_rejected(lines, errors, source, None, False))
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
 
     def seal(self, trigger: str) -> None:
         if self._age_timer is not None:
@@ -140,10 +179,12 @@ class TablePipeline:
         if not self.buffer.events:
             return
         sealed = self.buffer.seal()
+        batch_id = None if self._first_lsn is None else BatchId(self._first_lsn, self._last_lsn)
+        self._first_lsn = self._last_lsn = None
         self._buffer_events = self._buffer_bytes = 0
         self._in_flight += sealed.events
         self.counters.batches_sealed[trigger] += 1
-        self._sealed.put_nowait(sealed)
+        self._sealed.put_nowait((sealed, batch_id))
 
     # shutdown
 
@@ -153,6 +194,8 @@ class TablePipeline:
         self.seal("shutdown")
         await self._sealed.join()
         await self._encoded.join()
+        if self._side_tasks:
+            await asyncio.wait(list(self._side_tasks))
 
     def abandon(self) -> None:
         """The grace period is over: what has not landed yet is dead-lettered
@@ -169,65 +212,75 @@ class TablePipeline:
     async def _encode_stage(self) -> None:
         context = self._context
         while True:
-            sealed = await self._sealed.get()
+            sealed, batch_id = await self._sealed.get()
             try:
-                result = await self._loop.run_in_executor(
-                    context.encode_pool, self._encoder.encode, sealed.data(), sealed.spans())
-                if result.errors:
-                    self._in_flight -= len(result.errors)
-                    self.counters.rejected += len(result.errors)
-                    self._keep_rejected([sealed.line(i) for i, _ in result.errors],
-                                        [reason for _, reason in result.errors], "batch")
-                batch = result.batch
-                if batch is not None and batch.num_rows:
+                try:
+                    result = await self._loop.run_in_executor(
+                        context.encode_pool, self._encoder.encode, sealed.data(), sealed.spans())
+                    batch, errors = result.batch, result.errors
+                except Exception as exc:
+                    log.exception("table %s: encoding a batch of %d events failed", self.table, sealed.events)
+                    batch, errors = None, [(i, f"encoder failed: {exc}") for i in range(sealed.events)]
+                rows = batch.num_rows if batch is not None else 0
+                if errors:
+                    log.warning("table %s: rejected %d line(s) of a batch; first: %s", self.table, len(errors), errors[0][1])
+                    # kept before the batch lands, so a replay after a crash cannot miss them
+                    await self._keep_rejected([sealed.line(i) for i, _ in errors], [reason for _, reason in errors],
+                                              "batch", batch_id, rows == 0)
+                    self._in_flight -= len(errors)
+                    self.counters.rejected += len(errors)
+                if rows:
                     context.budget.take(batch.nbytes)
-                    await self._encoded.put(batch)
-            except Exception as exc:
-                log.exception("table %s: encoding a batch of %d events failed", self.table, sealed.events)
-                self._in_flight -= sealed.events
-                self.counters.rejected += sealed.events
-                self._keep_rejected([sealed.line(i) for i in range(sealed.events)],
-                                    [f"encoder failed: {exc}"] * sealed.events, "batch")
+                    await self._encoded.put((batch, batch_id))
+                elif batch_id is not None:
+                    self._settle(batch_id)
             finally:
                 context.budget.give_back(sealed.nbytes)
                 self._sealed.task_done()
 
     async def _write_stage(self) -> None:
         while True:
-            batch = await self._encoded.get()
+            batch, batch_id = await self._encoded.get()
             try:
-                await self._land(batch)
+                await self._land(batch, batch_id)
+                if batch_id is not None:
+                    self._settle(batch_id)
             finally:
                 self._context.budget.give_back(batch.nbytes)
                 self._encoded.task_done()
 
-    async def _land(self, batch: pa.RecordBatch) -> None:
+    def _settle(self, batch_id: BatchId) -> None:
+        self._context.wal.settle(self.table, batch_id.last_lsn)
+
+    async def _land(self, batch: pa.RecordBatch, batch_id: BatchId | None) -> None:
         """Writes `batch`, retrying with backoff; bisects it when the sink
         refuses its data, so one poison row cannot sink the rest."""
         context = self._context
         attempt = 0
         while True:
             if self._abandoned.is_set():
-                await self._dead_letter(batch, "shutdown grace period expired", "", attempt)
+                await self._dead_letter(batch, batch_id, "shutdown grace period expired", "", attempt)
                 return
             started = time.monotonic()
             try:
                 async with context.sink_slots:
                     # shielded: a write that has started finishes even if we are cancelled
                     await asyncio.shield(self._loop.run_in_executor(
-                        context.sink_pool, context.sink.write, self.table, batch))
+                        context.sink_pool, context.sink.write, self.table, batch, batch_id))
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}"
                 if context.sink.is_data_error(exc):
                     if batch.num_rows > 1:
                         half = batch.num_rows // 2
-                        await self._land(batch.slice(0, half))
-                        await self._land(batch.slice(half))
+                        await self._land(batch.slice(0, half), batch_id and batch_id.slice(0, half))
+                        await self._land(batch.slice(half), batch_id and batch_id.slice(half, batch.num_rows - half))
+                        if batch_id is not None and batch_id.whole:
+                            await self._mark_settled(batch_id)
                     else:
-                        await self._dead_letter(batch, "refused by the sink", error, attempt + 1)
+                        await self._dead_letter(batch, batch_id, "refused by the sink", error, attempt + 1)
                     return
                 if attempt >= context.retry.attempts:
-                    await self._dead_letter(batch, "retries exhausted", error, attempt + 1)
+                    await self._dead_letter(batch, batch_id, "retries exhausted", error, attempt + 1)
                     return
                 attempt += 1
                 self.counters.retries += 1
@@ -245,30 +298,33 @@ class TablePipeline:
                 self.counters.batches_landed += 1
                 return
 
-    async def _dead_letter(self, batch: pa.RecordBatch, reason: str, error: str, attempts: int) -> None:
-        store = self._context.dead_letters
+    async def _mark_settled(self, batch_id: BatchId) -> None:
+        """Records in the sink that a bisected batch is finished."""
+        try:
+            await self._loop.run_in_executor(self._context.sink_pool, self._context.sink.mark_settled, self.table, batch_id)
+        except Exception as exc:  # a replay would find its slices landed and skip them
+            log.error("table %s: could not record bisected batch %s as settled: %s", self.table, batch_id, exc)
+
+    async def _store(self, write, *args):
+        """Runs a dead-letter write, trying again until it succeeds."""
         while True:
             try:
-                path = await self._loop.run_in_executor(
-                    self._context.store_pool, store.put_failed, self.table, batch, reason, error, attempts)
-                break
+                return await self._loop.run_in_executor(self._context.store_pool, write, *args)
             except Exception as exc:
-                log.error("table %s: cannot write %d events to the dead-letter store (%s); trying again",
-                          self.table, batch.num_rows, exc)
+                log.error("table %s: cannot write to the dead-letter store (%s); trying again", self.table, exc)
                 await asyncio.sleep(DEAD_LETTER_RETRY_SECONDS)
+
+    async def _dead_letter(self, batch: pa.RecordBatch, batch_id: BatchId | None, reason: str, error: str,
+                           attempts: int) -> None:
+        settles = batch_id is not None and batch_id.whole
+        path = await self._store(self._context.dead_letters.put_failed, self.table, batch, reason, error, attempts,
+                                 batch_id, settles)
         log.error("table %s: %d events dead-lettered (%s%s) in %s", self.table, batch.num_rows, reason,
                   f": {error}" if error else "", path)
         self._in_flight -= batch.num_rows
         self.counters.dead_lettered += batch.num_rows
 
-    def _keep_rejected(self, lines: list[bytes], errors: list[str], source: str) -> None:
-        reason = "rejected input"
-        task = self._loop.run_in_executor(
-            self._context.store_pool, self._context.dead_letters.put_rejected, self.table, lines, errors, source, reason)
-        task.add_done_callback(self._log_rejected_write)
-        log.warning("table %s: rejected %d line(s) from %s; first: %s", self.table, len(lines), source, errors[0])
-
-    def _log_rejected_write(self, future) -> None:
-        if future.exception() is not None:
-            log.error("table %s: could not keep rejected lines in the dead-letter store: %s",
-                      self.table, future.exception())
+    async def _keep_rejected(self, lines: list[bytes], errors: list[str], source: str,
+                             batch_id: BatchId | None, settles: bool) -> None:
+        await self._store(self._context.dead_letters.put_rejected, self.table, lines, errors, source,
+                          "rejected input", batch_id, settles)

@@ -7,6 +7,7 @@ reverse: stop intake, seal and drain every table, close the sink.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import json
 import logging
 import os
@@ -24,11 +25,21 @@ from ingest.deadletter import DeadLetterStore
 from ingest.metrics import Metrics
 from ingest.pipeline import PipelineContext, RetryPolicy, TablePipeline
 from ingest.sinks import DuckDBSink, ParquetSink
-from ingest.sinks.base import SlowSink
+from ingest.sinks.base import BatchId, Ledger, SlowSink
+from ingest.wal import Damage, WriteAheadLog
 from ingest.sources.http import HttpIngestProtocol
 from ingest.sources.tcp import TcpIngestProtocol
 
 log = logging.getLogger("ingest.server")
+
+
+WAL_DAMAGE_TABLE = "_wal"  # where unreadable write-ahead-log records are kept
+
+
+def covered(ranges: list, lsn: int) -> bool:
+    """Whether `lsn` falls in one of the sorted, disjoint (first, last) ranges."""
+    index = bisect.bisect_right(ranges, (lsn, float("inf"))) - 1
+    return index >= 0 and ranges[index][0] <= lsn <= ranges[index][1]
 
 
 def open_sink(settings: Settings):
@@ -49,6 +60,8 @@ class IngestServer:
         self.dead_letters = DeadLetterStore(settings.data_dir / "deadletter")
         self.metrics = Metrics(self)
         self.draining = False
+        self.wal: WriteAheadLog | None = None
+        self.replayed_events = 0
         self._listeners: list[asyncio.AbstractServer] = []
         self._tcp_connections: set = set()
         self._http_connections: set = set()
@@ -59,6 +72,9 @@ class IngestServer:
         settings = self.settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.sink = open_sink(settings)
+        if settings.wal == "on":
+            self.wal = WriteAheadLog(settings.wal_dir, settings.wal_fsync, settings.wal_fsync_interval,
+                                     settings.wal_segment_bytes)
         cores = os.cpu_count() or 2
         # DuckDB has one writer connection; Parquet files are independent.
         writers = 1 if self.sink.name == "duckdb" else settings.max_flushes_in_flight
@@ -81,12 +97,16 @@ class IngestServer:
             batch_bytes=settings.batch_bytes,
             flush_interval=settings.flush_interval / 1000,
             observe_flush=self.metrics.observe_flush,
+            wal=self.wal,
         )
         self._query_pool = self._pools[3]
+        if self.wal is not None:
+            await self._recover()
+            self.wal.open(self.loop)
         self.pipeline(settings.tcp_table)
         tcp = await self.loop.create_server(
             lambda: TcpIngestProtocol(self.pipeline(settings.tcp_table), settings.max_line_bytes,
-                                      self.budget, self._tcp_connections),
+                                      self.budget, self._tcp_connections, self.wal),
             settings.host, settings.tcp_port, reuse_address=True,
         )
         http = await self.loop.create_server(
@@ -103,6 +123,52 @@ class IngestServer:
         log.info("hot path: buffer=%s encoder=%s; sink=%s at %s", buffer.IMPLEMENTATION,
                  encoder.IMPLEMENTATION, self.sink.name, settings.data_dir)
         print(f"ingest: listening tcp={settings.host}:{self.tcp_port} http={settings.host}:{self.http_port}", flush=True)
+
+    async def _recover(self) -> None:
+        """Replays the write-ahead log before any input is taken: every record
+        whose batch did not land or go to the dead-letter store, in order.
+        Damaged records go to the dead-letter store; nothing here can make
+        the server fail to start."""
+        ledger = await self.loop.run_in_executor(self._pools[1], self.sink.ledger)
+        settled = Ledger.from_ids([(t, BatchId(*r)) for t, ranges in ledger.complete.items() for r in ranges]
+                                  + self.dead_letters.settled_ids())
+        complete = {t: sorted(r) for t, r in settled.complete.items()}
+        partial = {t: {first: last for first, last in ranges - settled.complete.get(t, set())}
+                   for t, ranges in ledger.partial.items()}
+        partial_ends = {t: set(r.values()) for t, r in partial.items()}
+        first_replayed: dict[str, int] = {}
+        last_seen: dict[str, int] = {}
+        skipped = replayed = 0
+        for item in self.wal.recover():
+            if isinstance(item, Damage):
+                await self.loop.run_in_executor(
+                    self._pools[2], self.dead_letters.put_rejected, WAL_DAMAGE_TABLE, [item.raw], [item.reason],
+                    f"wal {item.segment.name} byte {item.offset}", "write-ahead log damage")
+                continue
+            record = item
+            last_seen[record.table] = max(last_seen.get(record.table, 0), record.lsn)
+            if covered(complete.get(record.table, ()), record.lsn):
+                skipped += 1
+                continue
+            first_replayed.setdefault(record.table, record.lsn)
+            pipeline = self.pipeline(record.table)
+            if record.lsn in partial.get(record.table, {}):
+                pipeline.seal("replay")  # rebuild the batch exactly, so its landed slices are recognised
+            for i in range(record.lines):
+                pipeline.buffer.append_line(record.line(i))
+            pipeline.appended(lsn=record.lsn)
+            if record.lsn in partial_ends.get(record.table, ()):
+                pipeline.seal("replay")
+            replayed += record.lines
+            if self.budget.exhausted:
+                room = self.loop.create_future()
+                self.budget.wait_for_room(room, lambda: room.done() or room.set_result(None))
+                await room
+        for table, last in last_seen.items():
+            self.wal.settle(table, first_replayed[table] - 1 if table in first_replayed else last)
+        self.replayed_events = replayed
+        if replayed or skipped:
+            log.info("write-ahead log: replayed %d events; %d records had already landed", replayed, skipped)
 
     def pipeline(self, table: str) -> TablePipeline:
         pipeline = self.pipelines.get(table)
@@ -165,6 +231,8 @@ class IngestServer:
         for pipeline in self.pipelines.values():
             await pipeline.close()
         await self.loop.run_in_executor(self._context.sink_pool, self.sink.close)
+        if self.wal is not None:
+            self.wal.close()
         for pool in self._pools:
             pool.shutdown(wait=True)
         self.settings.state_path.unlink(missing_ok=True)

@@ -1,5 +1,6 @@
 """DuckDB sink: one table per ingest table in DIR/ingest.duckdb, created and
-altered to follow the encoder's schema; each batch lands in one transaction."""
+altered to follow the encoder's schema; each batch lands in one transaction,
+together with its id in the `_ingest_ledger` table."""
 from __future__ import annotations
 
 import threading
@@ -8,9 +9,10 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from ingest.sinks.base import duckdb_type, query_arrow, quote_identifier
+from ingest.sinks.base import BatchId, Ledger, duckdb_type, query_arrow, quote_identifier
 
 BATCH_VIEW = "__ingest_batch"
+LEDGER = "_ingest_ledger"  # batch ids landed, written in the same transaction as their rows
 DATA_ERRORS = (duckdb.ConstraintException, duckdb.ConversionException, duckdb.TypeMismatchException,
                duckdb.OutOfRangeException)
 
@@ -24,9 +26,14 @@ class DuckDBSink:
         self._con = duckdb.connect(str(path))
         self._lock = threading.Lock()  # one writer: the connection is not shared between threads
         self._columns: dict[str, dict[str, str]] = {}  # table -> column -> DuckDB type
+        self._con.execute(
+            f"CREATE TABLE IF NOT EXISTS {LEDGER} (table_name VARCHAR, batch_id VARCHAR, first_lsn BIGINT,"
+            " last_lsn BIGINT, whole BOOLEAN, row_count BIGINT, landed_at TIMESTAMPTZ DEFAULT current_timestamp,"
+            " PRIMARY KEY (table_name, batch_id))"
+        )
         for table, column, data_type in self._con.execute(
             "SELECT table_name, column_name, data_type FROM information_schema.columns"
-            " WHERE table_schema = 'main' ORDER BY table_name, ordinal_position"
+            f" WHERE table_schema = 'main' AND table_name <> '{LEDGER}' ORDER BY table_name, ordinal_position"
         ).fetchall():
             self._columns.setdefault(table, {})[column] = data_type
 
@@ -47,16 +54,21 @@ class DuckDBSink:
                 ddl.append(f"ALTER TABLE {quote_identifier(table)} ALTER {quote_identifier(name)} TYPE DOUBLE")
         return ddl
 
-    def write(self, table: str, batch: pa.RecordBatch) -> None:
+    def write(self, table: str, batch: pa.RecordBatch, batch_id: BatchId | None = None) -> bool:
         with self._lock:
             con = self._con
             ddl = self._evolve(table, batch.schema)
             con.execute("BEGIN TRANSACTION")
             try:
+                if batch_id is not None and self._has(table, batch_id):
+                    con.execute("ROLLBACK")
+                    return False
                 for statement in ddl:
                     con.execute(statement)
                 con.register(BATCH_VIEW, batch)
                 con.execute(f"INSERT INTO {quote_identifier(table)} BY NAME SELECT * FROM {BATCH_VIEW}")
+                if batch_id is not None:
+                    self._record(table, batch_id, batch.num_rows)
                 con.execute("COMMIT")
             except BaseException:
                 try:
@@ -70,6 +82,28 @@ class DuckDBSink:
                 columns = self._columns.setdefault(table, {})
                 for field in batch.schema:
                     columns[field.name] = duckdb_type(field)
+            return True
+
+    def mark_settled(self, table: str, batch_id: BatchId) -> None:
+        with self._lock:
+            if not self._has(table, batch_id):
+                self._record(table, batch_id, None)
+
+    def ledger(self) -> Ledger:
+        with self._lock:
+            rows = self._con.execute(f"SELECT table_name, batch_id FROM {LEDGER}").fetchall()
+        return Ledger.from_ids((table, BatchId.parse(text)) for table, text in rows)
+
+    def _has(self, table: str, batch_id: BatchId) -> bool:
+        return bool(self._con.execute(
+            f"SELECT 1 FROM {LEDGER} WHERE table_name = ? AND batch_id = ?", [table, str(batch_id)]
+        ).fetchall())
+
+    def _record(self, table: str, batch_id: BatchId, rows: int | None) -> None:
+        self._con.execute(
+            f"INSERT INTO {LEDGER} (table_name, batch_id, first_lsn, last_lsn, whole, row_count) VALUES (?, ?, ?, ?, ?, ?)",
+            [table, str(batch_id), batch_id.first_lsn, batch_id.last_lsn, batch_id.whole, rows],
+        )
 
     @staticmethod
     def is_data_error(exc: BaseException) -> bool:

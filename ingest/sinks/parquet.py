@@ -1,6 +1,7 @@
 """Parquet sink: zstd files under DIR/parquet/{table}/, each batch one file,
 written to a hidden temporary name and renamed, so readers globbing
-``*.parquet`` only ever see whole files."""
+``*.parquet`` only ever see whole files. With the write-ahead log on, a
+file's name is its batch id, which is how a replayed batch is recognised."""
 from __future__ import annotations
 
 import itertools
@@ -12,7 +13,10 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ingest.sinks.base import query_arrow, quote_identifier
+from ingest.sinks.base import BatchId, Ledger, query_arrow, quote_identifier
+
+
+BATCH_PREFIX = "batch-"  # batch-{first lsn}-{last lsn}[.{offset}+{rows}].parquet: the ledger is the file names
 
 
 class ParquetSink:
@@ -24,13 +28,30 @@ class ParquetSink:
         self._sequence = itertools.count()
         self._started = time.strftime("%Y%m%dT%H%M%S")
 
-    def write(self, table: str, batch: pa.RecordBatch) -> None:
+    def write(self, table: str, batch: pa.RecordBatch, batch_id: BatchId | None = None) -> bool:
         directory = self.root / table
         directory.mkdir(exist_ok=True)
-        name = f"{self._started}-{os.getpid()}-{next(self._sequence):08d}.parquet"
+        if batch_id is None:
+            name = f"{self._started}-{os.getpid()}-{next(self._sequence):08d}.parquet"
+        else:
+            name = f"{BATCH_PREFIX}{batch_id}.parquet"
+            if (directory / name).exists():
+                return False
         temporary = directory / f".{name}.tmp"
         pq.write_table(pa.Table.from_batches([batch]), temporary, compression="zstd")
         os.replace(temporary, directory / name)
+        return True
+
+    def mark_settled(self, table: str, batch_id: BatchId) -> None:
+        (self.root / table / f".{BATCH_PREFIX}{batch_id}.settled").touch()
+
+    def ledger(self) -> Ledger:
+        ids = []
+        for path in self.root.glob(f"*/{BATCH_PREFIX}*.parquet"):
+            ids.append((path.parent.name, BatchId.parse(path.name[len(BATCH_PREFIX):-len(".parquet")])))
+        for path in self.root.glob(f"*/.{BATCH_PREFIX}*.settled"):
+            ids.append((path.parent.name, BatchId.parse(path.name[len(BATCH_PREFIX) + 1:-len(".settled")])))
+        return Ledger.from_ids(ids)
 
     @staticmethod
     def is_data_error(exc: BaseException) -> bool:

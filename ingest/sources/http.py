@@ -117,6 +117,10 @@ class HttpIngestProtocol(asyncio.Protocol):
                 self._early_error = HttpError(503, "the server is shutting down; send to another instance or retry later",
                                               headers=(("Retry-After", str(RETRY_AFTER_SECONDS)),))
                 return
+            if self._server.wal is not None and self._server.wal.unavailable:
+                self._early_error = HttpError(503, "the write-ahead log cannot be written (is the disk full?); retry later",
+                                              headers=(("Retry-After", str(RETRY_AFTER_SECONDS)),))
+                return
             if self._server.budget.exhausted:
                 self._early_error = HttpError(429, "the server is at its memory budget; retry after the delay given",
                                               headers=(("Retry-After", str(RETRY_AFTER_SECONDS)),))
@@ -239,7 +243,10 @@ class HttpIngestProtocol(asyncio.Protocol):
         path = url.path.decode("latin-1")
         if path.startswith(INGEST_PREFIX):
             self._allow(method, "POST")
-            status, document = self._ingest(path[len(INGEST_PREFIX):], headers, body)
+            status, document, lsn = self._ingest(path[len(INGEST_PREFIX):], headers, body)
+            wal = self._server.wal
+            if lsn is not None and wal is not None and wal.fsync != "off":
+                return self._after_durable(wal, lsn, status, document)
             return render_response(status, json_body(document), JSON_TYPE, keep_alive)
         if path == "/health":
             self._allow(method, "GET")
@@ -265,7 +272,13 @@ class HttpIngestProtocol(asyncio.Protocol):
         if method not in allowed:
             raise HttpError(405, f"use {' or '.join(allowed)}", headers=(("Allow", ", ".join(allowed)),))
 
-    def _ingest(self, table: str, headers: dict, body: bytes) -> tuple[int, dict]:
+    @staticmethod
+    async def _after_durable(wal, lsn: int, status: int, document: dict):
+        """Acknowledges once the request's write-ahead-log records are fsynced."""
+        await wal.durable(lsn)
+        return status, json_body(document), JSON_TYPE
+
+    def _ingest(self, table: str, headers: dict, body: bytes) -> tuple[int, dict, int | None]:
         if not TABLE_NAME.match(table):
             raise HttpError(400, f"invalid table name {table!r}: use letters, digits and _, not starting with a digit, at most 63 characters")
         content_type = headers.get("content-type", "application/x-ndjson").split(";")[0].strip().lower()
@@ -285,9 +298,10 @@ class HttpIngestProtocol(asyncio.Protocol):
         pipeline = self._server.pipeline(table)
         rejected = [index for index, _ in errors]
         position = 0
+        lsn = None
         while position < lines.events:
             position = pipeline.buffer.extend(lines, position, rejected)
-            pipeline.appended()
+            lsn = pipeline.appended() or lsn
         if errors:
             pipeline.rejected_at_source([lines.line(i) for i, _ in errors], [reason for _, reason in errors],
                                         f"http {self.peer} POST /v1/ingest/{table}")
@@ -297,7 +311,7 @@ class HttpIngestProtocol(asyncio.Protocol):
             "rejected": len(errors),
             "errors": [{"line": index + 1, "error": reason} for index, reason in errors[:MAX_ERRORS_REPORTED]],
         }
-        return (400 if accepted == 0 and errors else 200), document
+        return (400 if accepted == 0 and errors else 200), document, lsn
 
     async def _query(self, body: bytes):
         sql = body.decode("utf-8", "replace").strip()

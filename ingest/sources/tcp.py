@@ -2,7 +2,9 @@
 
 TCP is fire-and-forget. Backpressure is TCP's own: while the memory budget is
 exhausted the connection is not read, so the sender's socket buffer fills
-and its writes block; reading resumes below the low-water mark.
+and its writes block; reading resumes below the low-water mark. While the
+write-ahead log cannot be appended to (a full disk), reading pauses too and
+is tried again every second.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import logging
 
 from ingest.budget import MemoryBudget
 from ingest.buffer import LineFramer
+from ingest.wal import RETRY_SECONDS as WAL_RETRY_SECONDS
 from ingest.pipeline import TablePipeline
 
 log = logging.getLogger("ingest.tcp")
@@ -19,8 +22,10 @@ log = logging.getLogger("ingest.tcp")
 class TcpIngestProtocol(asyncio.Protocol):
     """Frames one connection's bytes straight into the table's batch buffer."""
 
-    def __init__(self, pipeline: TablePipeline, max_line_bytes: int, budget: MemoryBudget, connections: set):
+    def __init__(self, pipeline: TablePipeline, max_line_bytes: int, budget: MemoryBudget, connections: set,
+                 wal=None):
         self._pipeline = pipeline
+        self._wal = wal
         self._framer = LineFramer(max_line_bytes)
         self._budget = budget
         self._connections = connections
@@ -44,6 +49,9 @@ class TcpIngestProtocol(asyncio.Protocol):
         if self._budget.exhausted:
             self.transport.pause_reading()
             self._budget.wait_for_room(self, self._resume)
+        elif self._wal is not None and self._wal.unavailable:
+            self.transport.pause_reading()
+            asyncio.get_running_loop().call_later(WAL_RETRY_SECONDS, self._resume)
 
     def _resume(self) -> None:
         if not self.transport.is_closing():

@@ -1,0 +1,350 @@
+"""The write-ahead log: accepted lines survive a crash.
+
+Every group of lines appended to a table's buffer is first appended to the
+log as one record; an HTTP request is answered only once its records are as
+durable as `--wal-fsync` asks. On start, the records whose batches did not
+settle (land or go to the dead-letter store) are replayed, in order, before
+any new input is taken.
+
+Layout: DIR/wal/segment-{n}.wal, n counted up from 1 (ordered by its number,
+not by string). A segment is at most `segment_bytes` long (one record may
+overflow it), starts with a 16-byte header naming the format version, and is
+deleted once every record in it has settled. The directory is fsynced when a
+segment is created.
+
+Record: u32 body length | u32 CRC-32 of the body | body, where the body is
+u64 lsn | u16 table length | u32 line count | table | line count × 2 int64
+spans (start, end, relative to the data) | data (lines back to back).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import struct
+import time
+import zlib
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("ingest.wal")
+
+MAGIC = b"INGESTWAL"
+VERSION = 1
+HEADER = MAGIC + bytes([VERSION]) + b"\0" * 6  # 16 bytes
+PREFIX = struct.Struct("<II")  # body length, CRC-32 of the body
+BODY_HEAD = struct.Struct("<QHI")  # lsn, table length, line count
+MAX_BODY = 1 << 31
+FSYNC_MODES = ("always", "interval", "off")
+RETRY_SECONDS = 1.0  # after a failed append, inputs hold off this long before trying again
+
+
+def segment_number(path: Path) -> int:
+    return int(path.stem.removeprefix("segment-"))
+
+
+def segment_paths(directory: Path) -> list[Path]:
+    """Segments in log order: by their number, never by string."""
+    found = [p for p in directory.glob("segment-*.wal") if p.stem.removeprefix("segment-").isdigit()]
+    return sorted(found, key=segment_number)
+
+
+class WalUnavailable(OSError):
+    """The log cannot be appended to; the lines stay in memory only."""
+
+
+@dataclass
+class Record:
+    lsn: int
+    table: str
+    spans: np.ndarray  # int64 [start0, end0, ...] into data
+    data: bytes
+
+    @property
+    def lines(self) -> int:
+        return len(self.spans) // 2
+
+    def line(self, i: int) -> bytes:
+        return self.data[self.spans[2 * i]:self.spans[2 * i + 1]]
+
+
+def encode_record(lsn: int, table: str, spans: np.ndarray, data: bytes) -> bytes:
+    name = table.encode()
+    body = BODY_HEAD.pack(lsn, len(name), len(spans) // 2) + name + spans.astype("<i8").tobytes() + data
+    return PREFIX.pack(len(body), zlib.crc32(body)) + body
+
+
+def decode_body(body: bytes) -> Record:
+    lsn, name_length, lines = BODY_HEAD.unpack_from(body)
+    offset = BODY_HEAD.size
+    table = body[offset:offset + name_length].decode()
+    offset += name_length
+    spans = np.frombuffer(body, "<i8", 2 * lines, offset)
+    offset += 16 * lines
+    return Record(lsn, table, spans, body[offset:])
+
+
+@dataclass
+class Damage:
+    """What reading a segment found wrong."""
+
+    segment: Path
+    offset: int
+    reason: str
+    raw: bytes = b""  # the bytes that could not be read as records (corrupt records only)
+    torn_tail: bool = False
+
+
+@dataclass
+class SegmentScan:
+    path: Path
+    records: list[Record] = field(default_factory=list)
+    damage: list[Damage] = field(default_factory=list)
+    good_length: int = 0  # bytes up to the end of the last good record
+
+
+def scan_segment(path: Path) -> SegmentScan:
+    """Reads every record it can; never raises on bad content."""
+    scan = SegmentScan(path)
+    content = path.read_bytes()
+    if len(content) < len(HEADER) or content[:len(MAGIC)] != MAGIC:
+        if content.strip(b"\0"):
+            scan.damage.append(Damage(path, 0, "segment header missing or not an ingest WAL", raw=content))
+        else:
+            scan.damage.append(Damage(path, 0, "empty segment (created, never written)", torn_tail=True))
+        return scan
+    if content[len(MAGIC)] != VERSION:
+        scan.damage.append(Damage(path, 0, f"segment format version {content[len(MAGIC)]} is not {VERSION}", raw=content))
+        return scan
+    offset = scan.good_length = len(HEADER)
+    size = len(content)
+    while offset < size:
+        if size - offset < PREFIX.size:
+            scan.damage.append(Damage(path, offset, "torn record prefix at the end", torn_tail=True))
+            break
+        length, crc = PREFIX.unpack_from(content, offset)
+        end = offset + PREFIX.size + length
+        if length < BODY_HEAD.size or length > MAX_BODY:
+            scan.damage.append(Damage(path, offset, f"record length {length} is impossible; rest of segment unreadable",
+                                      raw=content[offset:]))
+            break
+        if end > size:
+            scan.damage.append(Damage(path, offset, "torn record at the end", torn_tail=True))
+            break
+        body = content[offset + PREFIX.size:end]
+        if zlib.crc32(body) != crc:
+            scan.damage.append(Damage(path, offset, "record checksum mismatch", raw=body))
+        else:
+            try:
+                scan.records.append(decode_body(body))
+            except (struct.error, UnicodeDecodeError, ValueError) as exc:
+                scan.damage.append(Damage(path, offset, f"record body unreadable: {exc}", raw=body))
+        offset = scan.good_length = end
+    return scan
+
+
+class WriteAheadLog:
+    def __init__(self, directory: Path, fsync: str = "interval", fsync_interval_ms: int = 20,
+                 segment_bytes: int = 64 << 20):
+        if fsync not in FSYNC_MODES:
+            raise ValueError(f"wal fsync must be one of {FSYNC_MODES}")
+        self.directory = directory
+        self.fsync = fsync
+        self.segment_bytes = segment_bytes
+        self._interval = fsync_interval_ms / 1000
+        self.next_lsn = 1
+        self.torn_tails = 0  # counters, for /metrics
+        self.corrupt_records = 0
+        self.failed_appends = 0
+        self._failed_at: float | None = None  # when the last append failed
+        self._fd: int | None = None
+        self._segment: Path | None = None
+        self._segment_size = 0
+        self._segments: dict[Path, dict[str, int]] = {}  # segment -> table -> last lsn in it
+        self._settled: dict[str, int] = {}  # table -> every record up to this lsn has settled
+        self._written_lsn = 0
+        self._synced_lsn = 0
+        self._waiters: list[tuple[int, asyncio.Future]] = []
+        self._sync_running = False
+        self._sync_pool = ThreadPoolExecutor(1, thread_name_prefix="wal-fsync")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ticker: asyncio.TimerHandle | None = None
+
+    # recovery
+
+    def recover(self) -> Iterator[Record | Damage]:
+        """Yields every readable record and every damage, in log order, and
+        mends the files: torn tails are truncated, unreadable segments set
+        aside. Must run before `open`."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for path in segment_paths(self.directory):
+            scan = scan_segment(path)
+            tables: dict[str, int] = {}
+            for record in scan.records:
+                tables[record.table] = max(tables.get(record.table, 0), record.lsn)
+                self.next_lsn = max(self.next_lsn, record.lsn + 1)
+            for damage in scan.damage:
+                if damage.torn_tail:
+                    self.torn_tails += 1
+                    log.warning("wal %s: %s at byte %d; truncating", path.name, damage.reason, damage.offset)
+                else:
+                    self.corrupt_records += 1
+                    log.error("wal %s: %s at byte %d; moved to the dead-letter store", path.name, damage.reason, damage.offset)
+            if any(d.torn_tail for d in scan.damage) and scan.good_length >= len(HEADER):
+                with open(path, "r+b") as f:
+                    f.truncate(scan.good_length)
+                    os.fsync(f.fileno())
+            self._segments[path] = tables
+            yield from scan.records
+            yield from (d for d in scan.damage if not d.torn_tail)
+            if not scan.records:
+                self._segments[path] = {}
+
+    # appending
+
+    def open(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Starts a fresh segment after the ones recovered."""
+        self._loop = loop
+        self._rotate()
+        if self.fsync == "interval":
+            self._ticker = loop.call_later(self._interval, self._tick)
+
+    def append(self, table: str, spans: np.ndarray, data: bytes) -> int:
+        """Logs one group of lines; returns its lsn. Durable per the fsync
+        mode once `durable(lsn)` returns."""
+        lsn = self.next_lsn
+        self.next_lsn += 1
+        record = encode_record(lsn, table, spans, data)
+        if self._segment_size >= self.segment_bytes:
+            self._rotate()
+        view = memoryview(record)
+        try:
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+        except OSError as exc:
+            # Cut the torn record off, so later records follow whole ones.
+            os.ftruncate(self._fd, self._segment_size)
+            self.failed_appends += 1
+            if self._failed_at is None:
+                log.error("wal: cannot append (%s); input pauses until it can, and what is already "
+                          "buffered is kept in memory only", exc)
+            self._failed_at = time.monotonic()
+            raise WalUnavailable(str(exc)) from exc
+        if self._failed_at is not None:
+            log.warning("wal: appending again")
+            self._failed_at = None
+        self._segment_size += len(record)
+        tables = self._segments[self._segment]
+        tables[table] = lsn
+        self._written_lsn = lsn
+        if self.fsync == "off":
+            self._synced_lsn = lsn
+        return lsn
+
+    @property
+    def unavailable(self) -> bool:
+        """An append failed (a full disk, say) within the last second: inputs
+        hold off; after that, the next append tries again."""
+        return self._failed_at is not None and time.monotonic() - self._failed_at < RETRY_SECONDS
+
+    async def durable(self, lsn: int) -> None:
+        if self.fsync == "off" or lsn <= self._synced_lsn:
+            return
+        future = self._loop.create_future()
+        self._waiters.append((lsn, future))
+        if self.fsync == "always":
+            self._start_sync()
+        await future
+
+    def _tick(self) -> None:
+        if self._written_lsn > self._synced_lsn:
+            self._start_sync()
+        self._ticker = self._loop.call_later(self._interval, self._tick)
+
+    def _start_sync(self) -> None:
+        """Group commit: one fsync covers every record written before it started."""
+        if self._sync_running or self._fd is None:
+            return
+        self._sync_running = True
+        target = self._written_lsn
+        future = self._loop.run_in_executor(self._sync_pool, os.fsync, self._fd)
+        future.add_done_callback(lambda f: self._synced(target, f))
+
+    def _synced(self, target: int, future) -> None:
+        self._sync_running = False
+        if future.exception() is not None:
+            log.error("wal fsync failed: %s", future.exception())
+            for lsn, waiter in self._waiters:
+                if not waiter.done():
+                    waiter.set_exception(OSError(f"write-ahead log fsync failed: {future.exception()}"))
+            self._waiters.clear()
+            return
+        self._synced_lsn = max(self._synced_lsn, target)
+        still = []
+        for lsn, waiter in self._waiters:
+            if lsn <= self._synced_lsn:
+                if not waiter.done():
+                    waiter.set_result(None)
+            else:
+                still.append((lsn, waiter))
+        self._waiters = still
+        if still and self.fsync == "always":
+            self._start_sync()
+
+    def _rotate(self) -> None:
+        if self._fd is not None:
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._synced_lsn = self._written_lsn
+        paths = segment_paths(self.directory)
+        number = segment_number(paths[-1]) + 1 if paths else 1
+        path = self.directory / f"segment-{number:010d}.wal"
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        os.write(self._fd, HEADER)
+        os.fsync(self._fd)
+        directory = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+        self._segment, self._segment_size = path, len(HEADER)
+        self._segments[path] = {}
+        self._collect()
+
+    # settling and cleanup
+
+    def settle(self, table: str, lsn: int) -> None:
+        """Every record of `table` up to `lsn` has landed or been dead-lettered."""
+        if lsn > self._settled.get(table, 0):
+            self._settled[table] = lsn
+            self._collect()
+
+    def _collect(self) -> None:
+        for path, tables in list(self._segments.items()):
+            if path == self._segment:
+                continue
+            if all(self._settled.get(table, 0) >= last for table, last in tables.items()):
+                path.unlink(missing_ok=True)
+                del self._segments[path]
+                log.debug("wal: deleted %s, every record in it settled", path.name)
+
+    @property
+    def segments(self) -> int:
+        return len(self._segments)
+
+    def close(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+        if self._fd is not None:
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = None
+        self._sync_pool.shutdown(wait=True)
+        for waiter in (w for _, w in self._waiters if not w.done()):
+            waiter.set_result(None)
+        self._collect()
