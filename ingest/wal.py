@@ -147,6 +147,46 @@ def scan_segment(path: Path) -> SegmentScan:
     return scan
 
 
+def fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def rewrite_segment(path: Path, records: list[Record]) -> None:
+    """Replaces a segment, atomically, by one holding only `records`."""
+    temporary = path.with_name("." + path.name + ".tmp")
+    with open(temporary, "wb") as f:
+        f.write(HEADER)
+        for record in records:
+            f.write(encode_record(record.lsn, record.table, record.spans, record.data))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(temporary, path)
+    fsync_directory(path.parent)
+
+
+def repair(directory: Path, keep_damage) -> list[Damage]:
+    """Mends a log offline: torn tails are truncated, unreadable records are
+    handed to `keep_damage(damage)` and dropped. Returns what was found."""
+    found = []
+    for path in segment_paths(directory):
+        scan = scan_segment(path)
+        found.extend(scan.damage)
+        corrupt = [d for d in scan.damage if not d.torn_tail]
+        for damage in corrupt:
+            keep_damage(damage)
+        if corrupt:
+            rewrite_segment(path, scan.records)
+        elif scan.damage and scan.good_length >= len(HEADER):
+            with open(path, "r+b") as f:
+                f.truncate(scan.good_length)
+                os.fsync(f.fileno())
+    return found
+
+
 class WriteAheadLog:
     def __init__(self, directory: Path, fsync: str = "interval", fsync_interval_ms: int = 20,
                  segment_bytes: int = 64 << 20):
@@ -200,9 +240,11 @@ class WriteAheadLog:
                     os.fsync(f.fileno())
             self._segments[path] = tables
             yield from scan.records
-            yield from (d for d in scan.damage if not d.torn_tail)
-            if not scan.records:
-                self._segments[path] = {}
+            corrupt = [d for d in scan.damage if not d.torn_tail]
+            yield from corrupt
+            if corrupt:
+                # the consumer has kept the damage by now: drop it from the log, so it is kept once
+                rewrite_segment(path, scan.records)
 
     # appending
 
@@ -307,11 +349,7 @@ class WriteAheadLog:
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
         os.write(self._fd, HEADER)
         os.fsync(self._fd)
-        directory = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        fsync_directory(self.directory)
         self._segment, self._segment_size = path, len(HEADER)
         self._segments[path] = {}
         self._collect()
