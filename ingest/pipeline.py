@@ -157,11 +157,14 @@ class TablePipeline:
             start, stop = int(spans[0]), int(spans[-1])
             relative = spans - start
             del spans
-            data = bytes(data_view[start:stop])
+            lines = data_view[start:stop]
+            try:
+                return self._context.wal.append(self.table, relative, lines)
+            finally:
+                lines.release()
         finally:
             spans_view.release()
             data_view.release()
-        return self._context.wal.append(self.table, relative, data)
 
     def rejected_at_source(self, lines: list[bytes], errors: list[str], source: str) -> None:
         """Lines a source refused before buffering; they go to the dead-letter store."""

@@ -72,10 +72,35 @@ class Record:
         return self.data[self.spans[2 * i]:self.spans[2 * i + 1]]
 
 
-def encode_record(lsn: int, table: str, spans: np.ndarray, data: bytes) -> bytes:
+def record_parts(lsn: int, table: str, spans: np.ndarray, data) -> list:
+    """A record as the pieces to write, with the CRC computed across them."""
     name = table.encode()
-    body = BODY_HEAD.pack(lsn, len(name), len(spans) // 2) + name + spans.astype("<i8").tobytes() + data
-    return PREFIX.pack(len(body), zlib.crc32(body)) + body
+    head = BODY_HEAD.pack(lsn, len(name), len(spans) // 2) + name
+    spans_bytes = spans.astype("<i8", copy=False).tobytes()
+    data = memoryview(data).cast("B")
+    crc = zlib.crc32(data, zlib.crc32(spans_bytes, zlib.crc32(head)))
+    length = len(head) + len(spans_bytes) + len(data)
+    return [PREFIX.pack(length, crc), head, spans_bytes, data]
+
+
+def encode_record(lsn: int, table: str, spans: np.ndarray, data) -> bytes:
+    return b"".join(bytes(part) for part in record_parts(lsn, table, spans, data))
+
+
+def write_all(fd: int, parts: list, size: int) -> None:
+    """os.writev until every byte is written."""
+    written = os.writev(fd, parts)
+    while written < size:  # a short write: finish the rest piece by piece
+        size -= written
+        remaining, skip = [], written
+        for part in parts:
+            if skip >= len(part):
+                skip -= len(part)
+                continue
+            remaining.append(memoryview(part)[skip:])
+            skip = 0
+        parts = remaining
+        written = os.writev(fd, parts)
 
 
 def decode_body(body: bytes) -> Record:
@@ -255,19 +280,18 @@ class WriteAheadLog:
         if self.fsync == "interval":
             self._ticker = loop.call_later(self._interval, self._tick)
 
-    def append(self, table: str, spans: np.ndarray, data: bytes) -> int:
-        """Logs one group of lines; returns its lsn. Durable per the fsync
-        mode once `durable(lsn)` returns."""
+    def append(self, table: str, spans: np.ndarray, data) -> int:
+        """Logs one group of lines (`data` is any bytes-like object, written
+        without a copy); returns its lsn. Durable per the fsync mode once
+        `durable(lsn)` returns."""
         lsn = self.next_lsn
         self.next_lsn += 1
-        record = encode_record(lsn, table, spans, data)
+        parts = record_parts(lsn, table, spans, data)
+        size = sum(len(part) for part in parts)
         if self._segment_size >= self.segment_bytes:
             self._rotate()
-        view = memoryview(record)
         try:
-            while view:
-                written = os.write(self._fd, view)
-                view = view[written:]
+            write_all(self._fd, parts, size)
         except OSError as exc:
             # Cut the torn record off, so later records follow whole ones.
             os.ftruncate(self._fd, self._segment_size)
@@ -280,7 +304,7 @@ class WriteAheadLog:
         if self._failed_at is not None:
             log.warning("wal: appending again")
             self._failed_at = None
-        self._segment_size += len(record)
+        self._segment_size += size
         tables = self._segments[self._segment]
         tables[table] = lsn
         self._written_lsn = lsn
