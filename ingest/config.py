@@ -47,6 +47,10 @@ class Settings:
     wal_fsync: str = field(default="interval", metadata={"help": "always: fsync before each ack; interval: every --wal-fsync-interval ms, acks wait for it; off: never"})
     wal_fsync_interval: int = field(default=20, metadata={"help": "ms between write-ahead-log fsyncs in interval mode"})
     wal_segment_bytes: int = field(default=64 << 20, metadata={"help": "write-ahead-log segment size"})
+    receipt_retention: int = field(default=3600, metadata={"help": "seconds a settled receipt stays queryable at GET /v1/receipts/{id}"})
+    idempotency_window: int = field(default=86400, metadata={"help": "seconds an Idempotency-Key is remembered"})
+    webhook_secret: str = field(default="", metadata={"help": "HMAC-SHA256 key that signs webhook notices (webhooks are off without it)"})
+    webhook_allow: str = field(default="127.0.0.1,::1,localhost", metadata={"help": "comma-separated hosts that callback URLs may name"})
     log_level: str = field(default="info", metadata={"help": "debug, info, warning or error"})
 
     def validate(self) -> None:
@@ -63,7 +67,7 @@ class Settings:
                 raise ConfigError(f"{name} must be between 0 and 65535")
         for name in ("batch_events", "batch_bytes", "flush_interval", "max_line_bytes", "max_body_bytes",
                      "max_buffer_bytes", "max_flushes_in_flight", "retry_max_ms", "wal_fsync_interval",
-                     "wal_segment_bytes"):
+                     "wal_segment_bytes", "receipt_retention", "idempotency_window"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, not {getattr(self, name)}")
         for name in ("retry_attempts", "retry_base_ms", "shutdown_grace", "sink_delay_ms"):

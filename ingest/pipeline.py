@@ -28,13 +28,15 @@ from ingest.budget import MemoryBudget
 from ingest.buffer import BatchBuffer
 from ingest.deadletter import DeadLetterStore
 from ingest.encoder import Encoder
+from ingest.receipts import Receipt
 from ingest.sinks import Sink
 from ingest.sinks.base import BatchId
 from ingest.wal import WalUnavailable, WriteAheadLog
 
 log = logging.getLogger("ingest.pipeline")
 
-SEAL_TRIGGERS = ("events", "bytes", "age", "shutdown", "replay")
+SEAL_TRIGGERS = ("events", "bytes", "age", "wait", "shutdown", "replay")
+WAIT_SEAL_SECONDS = 0.02  # a wait=flushed request seals its batch this soon: concurrent ones share it
 ENCODED_QUEUE_DEPTH = 2  # encoded batches waiting for the sink, per table
 DEAD_LETTER_RETRY_SECONDS = 1.0  # a dead-letter write that fails is tried again after this
 
@@ -74,6 +76,45 @@ class TableCounters:
 
 
 @dataclass
+class Group:
+    """Lines of one request in a batch, followed by its receipt."""
+
+    receipt: Receipt
+    first_line: int  # index of its first line in the batch
+    lines: int
+
+
+@dataclass
+class Sealed:
+    """A sealed batch on its way, and what became of its lines."""
+
+    lines: object  # the SealedBatch
+    batch_id: BatchId | None
+    groups: list[Group]
+    rejected: list = field(default_factory=list)  # (line index, reason) from the encoder
+    dead_lettered: list = field(default_factory=list)  # (row offset, rows, reason) that did not land
+
+    def settle_receipts(self) -> None:
+        """Tells each receipt what became of its lines. A group's rows are its
+        lines minus the rejected ones, so they are contiguous in the batch."""
+        rejected_lines = np.array([index for index, _ in self.rejected], dtype=np.int64)
+        for group in self.groups:
+            start, end = group.first_line, group.first_line + group.lines
+            lo, hi = np.searchsorted(rejected_lines, [start, end])
+            rejected = int(hi - lo)
+            reasons = [reason for _, reason in self.rejected[lo:hi]]
+            row_start = start - int(lo)
+            row_end = row_start + group.lines - rejected
+            dead = 0
+            for offset, rows, reason in self.dead_lettered:
+                overlap = min(row_end, offset + rows) - max(row_start, offset)
+                if overlap > 0:
+                    dead += overlap
+                    reasons.append(reason)
+            group.receipt.settle(group.lines - rejected - dead, dead, rejected, reasons)
+
+
+@dataclass
 class PipelineContext:
     """What every table's pipeline shares."""
 
@@ -90,6 +131,7 @@ class PipelineContext:
     flush_interval: float  # seconds
     observe_flush: object  # callable(table, seconds)
     wal: WriteAheadLog | None = None  # None: --wal off
+    on_receipt_settled: object = lambda receipt: None  # callable(receipt): webhooks
 
 
 class TablePipeline:
@@ -101,6 +143,7 @@ class TablePipeline:
         self._encoder = Encoder(table)
         self._loop = asyncio.get_running_loop()
         self._age_timer: asyncio.TimerHandle | None = None
+        self._expedited: asyncio.TimerHandle | None = None  # an early seal a waiting client asked for
         self._sealed: asyncio.Queue = asyncio.Queue()
         self._encoded: asyncio.Queue = asyncio.Queue(ENCODED_QUEUE_DEPTH)
         self._in_flight = 0  # events sealed but not yet landed, rejected or dead-lettered
@@ -108,6 +151,7 @@ class TablePipeline:
         self._buffer_bytes = 0  # buffer.nbytes when last counted against the budget
         self._first_lsn: int | None = None  # write-ahead-log records in the buffer, first and last
         self._last_lsn: int | None = None
+        self._groups: list[Group] = []  # lines in the buffer that a receipt follows
         self._abandoned = asyncio.Event()  # set when the shutdown grace runs out
         self._side_tasks: set[asyncio.Future] = set()  # dead-letter writes of lines refused at the door
         self._tasks = [
@@ -122,16 +166,19 @@ class TablePipeline:
 
     # on the event loop, called by sources
 
-    def appended(self, lsn: int | None = None) -> int | None:
+    def appended(self, lsn: int | None = None, receipt: Receipt | None = None, meta: bytes = b"") -> int | None:
         """Called by a source after it appended lines to `self.buffer`: logs
         them to the write-ahead log (unless they come from it: `lsn`) and
-        seals the batch when it is full. Returns the lines' lsn, if logged."""
+        seals the batch when it is full. Returns the lines' lsn, if logged.
+        `receipt` follows these lines to the sink; `meta` is logged with them."""
         buffer = self.buffer
         events, nbytes = buffer.events, buffer.nbytes
+        if receipt is not None:
+            self._groups.append(Group(receipt, self._buffer_events, events - self._buffer_events))
         if events > self._buffer_events and self._context.wal is not None:
             if lsn is None:
                 try:
-                    lsn = self._log(self._buffer_events, events)
+                    lsn = self._log(self._buffer_events, events, meta)
                 except WalUnavailable:
                     pass  # kept in memory only; the sources pause until the log takes records again
             if lsn is not None:
@@ -149,7 +196,30 @@ class TablePipeline:
             self._age_timer = self._loop.call_later(self._context.flush_interval, self.seal, "age")
         return lsn
 
-    def _log(self, first: int, end: int) -> int:
+    def append_request(self, lines, rejected: list[int], receipt: Receipt | None, meta: bytes) -> int | None:
+        """Appends one HTTP request's accepted lines as a whole: the batch is
+        sealed first if they would not fit, so a request is never split
+        across batches (nor across write-ahead-log records)."""
+        buffer = self.buffer
+        count = lines.events - len(rejected)
+        if buffer.events and (buffer.events + count > buffer.event_limit or buffer.nbytes + lines.nbytes > buffer.byte_limit):
+            self.seal("events" if buffer.events + count > buffer.event_limit else "bytes")
+        event_limit, byte_limit = buffer.event_limit, buffer.byte_limit
+        buffer.event_limit = buffer.byte_limit = 0  # no limit while the request goes in whole
+        try:
+            buffer.extend(lines, 0, rejected)
+        finally:
+            buffer.event_limit, buffer.byte_limit = event_limit, byte_limit
+        return self.appended(receipt=receipt, meta=meta)
+
+    def expedite(self) -> None:
+        """A client waits for the buffered lines to land: seal shortly, not
+        after the whole flush interval."""
+        if not self.buffer.events or self._expedited is not None:
+            return
+        self._expedited = self._loop.call_later(WAIT_SEAL_SECONDS, self.seal, "wait")
+
+    def _log(self, first: int, end: int, meta: bytes = b"") -> int:
         """Appends lines first..end-1 of the buffer to the write-ahead log."""
         spans_view, data_view = self.buffer.spans(), self.buffer.data()
         try:
@@ -159,7 +229,7 @@ class TablePipeline:
             del spans
             lines = data_view[start:stop]
             try:
-                return self._context.wal.append(self.table, relative, lines)
+                return self._context.wal.append(self.table, relative, lines, meta)
             finally:
                 lines.release()
         finally:
@@ -179,15 +249,19 @@ class TablePipeline:
         if self._age_timer is not None:
             self._age_timer.cancel()
             self._age_timer = None
+        if self._expedited is not None:
+            self._expedited.cancel()
+            self._expedited = None
         if not self.buffer.events:
             return
         sealed = self.buffer.seal()
         batch_id = None if self._first_lsn is None else BatchId(self._first_lsn, self._last_lsn)
         self._first_lsn = self._last_lsn = None
+        groups, self._groups = self._groups, []
         self._buffer_events = self._buffer_bytes = 0
         self._in_flight += sealed.events
         self.counters.batches_sealed[trigger] += 1
-        self._sealed.put_nowait((sealed, batch_id))
+        self._sealed.put_nowait(Sealed(sealed, batch_id, groups))
 
     # shutdown
 
@@ -215,7 +289,8 @@ class TablePipeline:
     async def _encode_stage(self) -> None:
         context = self._context
         while True:
-            sealed, batch_id = await self._sealed.get()
+            item = await self._sealed.get()
+            sealed, batch_id = item.lines, item.batch_id
             try:
                 try:
                     result = await self._loop.run_in_executor(
@@ -225,6 +300,7 @@ class TablePipeline:
                     log.exception("table %s: encoding a batch of %d events failed", self.table, sealed.events)
                     batch, errors = None, [(i, f"encoder failed: {exc}") for i in range(sealed.events)]
                 rows = batch.num_rows if batch is not None else 0
+                item.rejected = errors
                 if errors:
                     log.warning("table %s: rejected %d line(s) of a batch; first: %s", self.table, len(errors), errors[0][1])
                     # kept before the batch lands, so a replay after a crash cannot miss them
@@ -234,28 +310,33 @@ class TablePipeline:
                     self.counters.rejected += len(errors)
                 if rows:
                     context.budget.take(batch.nbytes)
-                    await self._encoded.put((batch, batch_id))
-                elif batch_id is not None:
-                    self._settle(batch_id)
+                    await self._encoded.put((batch, item))
+                else:
+                    self._settle(item)
             finally:
                 context.budget.give_back(sealed.nbytes)
                 self._sealed.task_done()
 
     async def _write_stage(self) -> None:
         while True:
-            batch, batch_id = await self._encoded.get()
+            batch, item = await self._encoded.get()
             try:
-                await self._land(batch, batch_id)
-                if batch_id is not None:
-                    self._settle(batch_id)
+                await self._land(batch, item.batch_id, 0, item.dead_lettered)
+                self._settle(item)
             finally:
                 self._context.budget.give_back(batch.nbytes)
                 self._encoded.task_done()
 
-    def _settle(self, batch_id: BatchId) -> None:
-        self._context.wal.settle(self.table, batch_id.last_lsn)
+    def _settle(self, item: "Sealed") -> None:
+        """The batch is done: every line landed, rejected or dead-lettered."""
+        if item.batch_id is not None:
+            self._context.wal.settle(self.table, item.batch_id.last_lsn)
+        if item.groups:
+            item.settle_receipts()
+            for group in item.groups:
+                self._context.on_receipt_settled(group.receipt)
 
-    async def _land(self, batch: pa.RecordBatch, batch_id: BatchId | None) -> None:
+    async def _land(self, batch: pa.RecordBatch, batch_id: BatchId | None, offset: int, dead: list) -> None:
         """Writes `batch`, retrying with backoff; bisects it when the sink
         refuses its data, so one poison row cannot sink the rest."""
         context = self._context
@@ -263,6 +344,7 @@ class TablePipeline:
         while True:
             if self._abandoned.is_set():
                 await self._dead_letter(batch, batch_id, "shutdown grace period expired", "", attempt)
+                dead.append((offset, batch.num_rows, "shutdown grace period expired"))
                 return
             started = time.monotonic()
             try:
@@ -275,15 +357,18 @@ class TablePipeline:
                 if context.sink.is_data_error(exc):
                     if batch.num_rows > 1:
                         half = batch.num_rows // 2
-                        await self._land(batch.slice(0, half), batch_id and batch_id.slice(0, half))
-                        await self._land(batch.slice(half), batch_id and batch_id.slice(half, batch.num_rows - half))
+                        await self._land(batch.slice(0, half), batch_id and batch_id.slice(0, half), offset, dead)
+                        await self._land(batch.slice(half), batch_id and batch_id.slice(half, batch.num_rows - half),
+                                         offset + half, dead)
                         if batch_id is not None and batch_id.whole:
                             await self._mark_settled(batch_id)
                     else:
                         await self._dead_letter(batch, batch_id, "refused by the sink", error, attempt + 1)
+                        dead.append((offset, 1, f"refused by the sink: {error}"))
                     return
                 if attempt >= context.retry.attempts:
                     await self._dead_letter(batch, batch_id, "retries exhausted", error, attempt + 1)
+                    dead.append((offset, batch.num_rows, f"retries exhausted: {error}"))
                     return
                 attempt += 1
                 self.counters.retries += 1

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import signal
+import time
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
@@ -24,9 +25,11 @@ from ingest.budget import MemoryBudget
 from ingest.deadletter import DeadLetterStore
 from ingest.metrics import Metrics
 from ingest.pipeline import PipelineContext, RetryPolicy, TablePipeline
+from ingest.receipts import IdempotencyKeys, ReceiptBook
+from ingest.webhooks import Webhooks
 from ingest.sinks import DuckDBSink, ParquetSink
 from ingest.sinks.base import BatchId, Ledger, SlowSink
-from ingest.wal import Damage, WriteAheadLog
+from ingest.wal import Damage, Record, WriteAheadLog
 from ingest.sources.http import HttpIngestProtocol
 from ingest.sources.tcp import TcpIngestProtocol
 
@@ -62,6 +65,10 @@ class IngestServer:
         self.draining = False
         self.wal: WriteAheadLog | None = None
         self.replayed_events = 0
+        self.receipts = ReceiptBook(settings.receipt_retention)
+        self.idempotency = IdempotencyKeys(settings.idempotency_window)
+        self.webhooks = Webhooks(settings.webhook_secret, settings.webhook_allow.split(","),
+                                 settings.data_dir / "webhooks" / "failed.ndjson")
         self._listeners: list[asyncio.AbstractServer] = []
         self._tcp_connections: set = set()
         self._http_connections: set = set()
@@ -98,7 +105,9 @@ class IngestServer:
             flush_interval=settings.flush_interval / 1000,
             observe_flush=self.metrics.observe_flush,
             wal=self.wal,
+            on_receipt_settled=self._receipt_settled,
         )
+        self.webhooks.start()
         self._query_pool = self._pools[3]
         if self.wal is not None:
             await self._recover()
@@ -139,6 +148,17 @@ class IngestServer:
         first_replayed: dict[str, int] = {}
         last_seen: dict[str, int] = {}
         skipped = replayed = 0
+        keep = []
+        horizon = time.time() - self.settings.idempotency_window
+        for meta in self.wal.saved_keys():
+            try:
+                if json.loads(meta).get("created", 0) < horizon:
+                    continue
+            except ValueError:
+                continue
+            keep.append(meta)
+            self._restore_request(Record(0, json.loads(meta).get("table", ""), None, b"", meta), replayed=False)
+        self.wal.compact_keys(keep)
         for item in self.wal.recover():
             if isinstance(item, Damage):
                 await self.loop.run_in_executor(
@@ -148,6 +168,7 @@ class IngestServer:
             record = item
             last_seen[record.table] = max(last_seen.get(record.table, 0), record.lsn)
             if covered(complete.get(record.table, ()), record.lsn):
+                self._restore_request(record, replayed=False)
                 skipped += 1
                 continue
             first_replayed.setdefault(record.table, record.lsn)
@@ -156,7 +177,7 @@ class IngestServer:
                 pipeline.seal("replay")  # rebuild the batch exactly, so its landed slices are recognised
             for i in range(record.lines):
                 pipeline.buffer.append_line(record.line(i))
-            pipeline.appended(lsn=record.lsn)
+            pipeline.appended(lsn=record.lsn, receipt=self._restore_request(record, replayed=True))
             if record.lsn in partial_ends.get(record.table, ()):
                 pipeline.seal("replay")
             replayed += record.lines
@@ -169,6 +190,30 @@ class IngestServer:
         self.replayed_events = replayed
         if replayed or skipped:
             log.info("write-ahead log: replayed %d events; %d records had already landed", replayed, skipped)
+
+    def _receipt_settled(self, receipt) -> None:
+        if receipt.callback:
+            self.webhooks.notify(receipt.callback, receipt.as_dict())
+
+    def _restore_request(self, record, replayed: bool):
+        """A logged HTTP request's receipt and idempotency key, from its record."""
+        if not record.meta:
+            return None
+        try:
+            meta = json.loads(record.meta)
+            reply = meta["reply"]
+            receipt = self.receipts.issue(record.table, reply["accepted"], reply["rejected"], meta.get("callback"),
+                                          meta["receipt"], meta.get("created"))
+        except (ValueError, KeyError, TypeError):
+            return None
+        if "key" in meta:
+            entry = self.idempotency.begin(meta["key"], record.table, meta["digest"], meta.get("created"))
+            entry.reply.set_result((200, json.dumps(reply, separators=(",", ":")).encode(), "application/json",
+                                    (("Ingest-Receipt", receipt.id),)))
+        if not replayed:  # its batch had landed before the restart
+            receipt.settle(receipt.accepted, 0, 0, [])
+            return None
+        return receipt
 
     def pipeline(self, table: str) -> TablePipeline:
         pipeline = self.pipelines.get(table)
@@ -225,6 +270,7 @@ class IngestServer:
                 for pipeline in self.pipelines.values():
                     pipeline.abandon()
                 await asyncio.wait(drains)
+        await self.webhooks.close()
         http_listener.close()
         for connection in list(self._http_connections):
             connection.transport.close()

@@ -13,8 +13,10 @@ deleted once every record in it has settled. The directory is fsynced when a
 segment is created.
 
 Record: u32 body length | u32 CRC-32 of the body | body, where the body is
-u64 lsn | u16 table length | u32 line count | table | line count × 2 int64
-spans (start, end, relative to the data) | data (lines back to back).
+u64 lsn | u16 table length | u32 line count | u32 meta length | table | meta
+(JSON: the request's idempotency key, receipt and reply, when it has them) |
+line count × 2 int64 spans (start, end, relative to the data) | data (lines
+back to back). An HTTP request is always one record, whole.
 """
 from __future__ import annotations
 
@@ -37,9 +39,11 @@ MAGIC = b"INGESTWAL"
 VERSION = 1
 HEADER = MAGIC + bytes([VERSION]) + b"\0" * 6  # 16 bytes
 PREFIX = struct.Struct("<II")  # body length, CRC-32 of the body
-BODY_HEAD = struct.Struct("<QHI")  # lsn, table length, line count
+BODY_HEAD = struct.Struct("<QHII")  # lsn, table length, line count, meta length
 MAX_BODY = 1 << 31
 FSYNC_MODES = ("always", "interval", "off")
+KEYS_FILE = "idempotency-keys.jsonl"
+KEY_MARK = b'"key":'  # in a record's meta when its request carried an Idempotency-Key
 RETRY_SECONDS = 1.0  # after a failed append, inputs hold off this long before trying again
 
 
@@ -63,6 +67,7 @@ class Record:
     table: str
     spans: np.ndarray  # int64 [start0, end0, ...] into data
     data: bytes
+    meta: bytes = b""  # JSON about the request the lines came in, or empty
 
     @property
     def lines(self) -> int:
@@ -72,10 +77,10 @@ class Record:
         return self.data[self.spans[2 * i]:self.spans[2 * i + 1]]
 
 
-def record_parts(lsn: int, table: str, spans: np.ndarray, data) -> list:
+def record_parts(lsn: int, table: str, spans: np.ndarray, data, meta: bytes = b"") -> list:
     """A record as the pieces to write, with the CRC computed across them."""
     name = table.encode()
-    head = BODY_HEAD.pack(lsn, len(name), len(spans) // 2) + name
+    head = BODY_HEAD.pack(lsn, len(name), len(spans) // 2, len(meta)) + name + meta
     spans_bytes = spans.astype("<i8", copy=False).tobytes()
     data = memoryview(data).cast("B")
     crc = zlib.crc32(data, zlib.crc32(spans_bytes, zlib.crc32(head)))
@@ -83,8 +88,8 @@ def record_parts(lsn: int, table: str, spans: np.ndarray, data) -> list:
     return [PREFIX.pack(length, crc), head, spans_bytes, data]
 
 
-def encode_record(lsn: int, table: str, spans: np.ndarray, data) -> bytes:
-    return b"".join(bytes(part) for part in record_parts(lsn, table, spans, data))
+def encode_record(lsn: int, table: str, spans: np.ndarray, data, meta: bytes = b"") -> bytes:
+    return b"".join(bytes(part) for part in record_parts(lsn, table, spans, data, meta))
 
 
 def write_all(fd: int, parts: list, size: int) -> None:
@@ -104,13 +109,17 @@ def write_all(fd: int, parts: list, size: int) -> None:
 
 
 def decode_body(body: bytes) -> Record:
-    lsn, name_length, lines = BODY_HEAD.unpack_from(body)
+    lsn, name_length, lines, meta_length = BODY_HEAD.unpack_from(body)
     offset = BODY_HEAD.size
     table = body[offset:offset + name_length].decode()
     offset += name_length
+    meta = body[offset:offset + meta_length]
+    offset += meta_length
     spans = np.frombuffer(body, "<i8", 2 * lines, offset)
     offset += 16 * lines
-    return Record(lsn, table, spans, body[offset:])
+    if offset > len(body):
+        raise ValueError("record shorter than its header says")
+    return Record(lsn, table, spans, body[offset:], meta)
 
 
 @dataclass
@@ -186,7 +195,7 @@ def rewrite_segment(path: Path, records: list[Record]) -> None:
     with open(temporary, "wb") as f:
         f.write(HEADER)
         for record in records:
-            f.write(encode_record(record.lsn, record.table, record.spans, record.data))
+            f.write(encode_record(record.lsn, record.table, record.spans, record.data, record.meta))
         f.flush()
         os.fsync(f.fileno())
     os.replace(temporary, path)
@@ -230,6 +239,7 @@ class WriteAheadLog:
         self._segment: Path | None = None
         self._segment_size = 0
         self._segments: dict[Path, dict[str, int]] = {}  # segment -> table -> last lsn in it
+        self._segment_keys: dict[Path, list[bytes]] = {}  # segment -> meta of its records with an idempotency key
         self._settled: dict[str, int] = {}  # table -> every record up to this lsn has settled
         self._written_lsn = 0
         self._synced_lsn = 0
@@ -264,6 +274,7 @@ class WriteAheadLog:
                     f.truncate(scan.good_length)
                     os.fsync(f.fileno())
             self._segments[path] = tables
+            self._segment_keys[path] = [r.meta for r in scan.records if KEY_MARK in r.meta]
             yield from scan.records
             corrupt = [d for d in scan.damage if not d.torn_tail]
             yield from corrupt
@@ -280,13 +291,13 @@ class WriteAheadLog:
         if self.fsync == "interval":
             self._ticker = loop.call_later(self._interval, self._tick)
 
-    def append(self, table: str, spans: np.ndarray, data) -> int:
+    def append(self, table: str, spans: np.ndarray, data, meta: bytes = b"") -> int:
         """Logs one group of lines (`data` is any bytes-like object, written
         without a copy); returns its lsn. Durable per the fsync mode once
         `durable(lsn)` returns."""
         lsn = self.next_lsn
         self.next_lsn += 1
-        parts = record_parts(lsn, table, spans, data)
+        parts = record_parts(lsn, table, spans, data, meta)
         size = sum(len(part) for part in parts)
         if self._segment_size >= self.segment_bytes:
             self._rotate()
@@ -307,6 +318,8 @@ class WriteAheadLog:
         self._segment_size += size
         tables = self._segments[self._segment]
         tables[table] = lsn
+        if KEY_MARK in meta:
+            self._segment_keys[self._segment].append(bytes(meta))
         self._written_lsn = lsn
         if self.fsync == "off":
             self._synced_lsn = lsn
@@ -376,6 +389,7 @@ class WriteAheadLog:
         fsync_directory(self.directory)
         self._segment, self._segment_size = path, len(HEADER)
         self._segments[path] = {}
+        self._segment_keys[path] = []
         self._collect()
 
     # settling and cleanup
@@ -391,9 +405,44 @@ class WriteAheadLog:
             if path == self._segment:
                 continue
             if all(self._settled.get(table, 0) >= last for table, last in tables.items()):
+                self._save_keys(self._segment_keys.pop(path, []))
                 path.unlink(missing_ok=True)
                 del self._segments[path]
                 log.debug("wal: deleted %s, every record in it settled", path.name)
+
+    # idempotency keys outlive the segments that logged them
+
+    @property
+    def keys_path(self) -> Path:
+        return self.directory / KEYS_FILE
+
+    def _save_keys(self, metas: list[bytes]) -> None:
+        """Moves a segment's idempotency keys to the keys file, durably,
+        before the segment goes."""
+        if not metas:
+            return
+        with open(self.keys_path, "ab") as f:
+            f.write(b"".join(meta + b"\n" for meta in metas))
+            f.flush()
+            os.fsync(f.fileno())
+
+    def saved_keys(self) -> list[bytes]:
+        """The keys file's entries (each the meta of a logged request)."""
+        if not self.keys_path.exists():
+            return []
+        return [line for line in self.keys_path.read_bytes().split(b"\n") if line.strip()]
+
+    def compact_keys(self, keep: list[bytes]) -> None:
+        """Rewrites the keys file with only `keep` (the ones still in their window)."""
+        if not self.keys_path.exists():
+            return
+        temporary = self.keys_path.with_name("." + KEYS_FILE + ".tmp")
+        with open(temporary, "wb") as f:
+            f.write(b"".join(meta + b"\n" for meta in keep))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, self.keys_path)
+        fsync_directory(self.directory)
 
     @property
     def segments(self) -> int:

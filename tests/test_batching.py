@@ -9,7 +9,7 @@ def test_batch_seals_at_event_count(start_server):
     server = start_server("--batch-events", 10, "--batch-bytes", HUGE, "--flush-interval", NEVER)
     server.send_tcp(ndjson(25))
     counters = server.wait_landed("events", 20)
-    assert counters["batches_sealed"] == {"events": 2, "bytes": 0, "age": 0, "shutdown": 0, "replay": 0}
+    assert counters["batches_sealed"] == {"events": 2, "bytes": 0, "age": 0, "wait": 0, "shutdown": 0, "replay": 0}
     assert counters["buffered"] == 5 and counters["received"] == 25
     assert server.stop() == 0
 
@@ -30,7 +30,7 @@ def test_batch_seals_by_age(start_server):
     server = start_server("--batch-events", 1_000_000, "--batch-bytes", HUGE, "--flush-interval", 100)
     server.send_tcp(ndjson(3))
     counters = server.wait_landed("events", 3)
-    assert counters["batches_sealed"] == {"events": 0, "bytes": 0, "age": 1, "shutdown": 0, "replay": 0}
+    assert counters["batches_sealed"] == {"events": 0, "bytes": 0, "age": 1, "wait": 0, "shutdown": 0, "replay": 0}
     assert server.stop() == 0
 
 

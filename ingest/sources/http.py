@@ -1,7 +1,10 @@
 """HTTP/1.1 source (keep-alive, pipelining-safe), parsed by httptools.
 
 Routes:
-  POST /v1/ingest/{table}  NDJSON or a JSON array of objects, optionally gzip
+  POST /v1/ingest/{table}  NDJSON or a JSON array of objects, optionally gzip;
+                           ?wait=none|received|flushed, ?timeout=, ?callback=,
+                           Idempotency-Key
+  GET  /v1/receipts/{id}   what became of an accepted request
   POST /v1/query           SQL in the body; answers an Arrow IPC stream
   GET  /v1/stats           per-table counters as JSON
   GET  /metrics            Prometheus text
@@ -11,11 +14,13 @@ Routes:
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import zlib
 from collections import deque
 from http import HTTPStatus
+from urllib.parse import parse_qs
 
 import httptools
 
@@ -23,12 +28,19 @@ from ingest.buffer import BatchBuffer, LineFramer, split_json_array
 from ingest.config import TABLE_NAME
 from ingest.encoder import validate_lines
 from ingest.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from ingest.receipts import IdempotencyConflict
+from ingest.webhooks import CallbackRefused
 
 log = logging.getLogger("ingest.http")
 
 NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines"})
 JSON_TYPE = "application/json"
 MAX_ERRORS_REPORTED = 100
+RECEIPTS_PREFIX = "/v1/receipts/"
+RECEIPT_HEADER = "Ingest-Receipt"
+WAIT_MODES = ("none", "received", "flushed")
+DEFAULT_WAIT = "received"
+DEFAULT_FLUSH_TIMEOUT = "30"  # seconds a wait=flushed request waits before answering 504
 INGEST_PREFIX = "/v1/ingest/"
 UTF8_BOM = b"\xef\xbb\xbf"
 LINGER_SECONDS = 5  # how long a refused client may go on sending before we close
@@ -234,8 +246,8 @@ class HttpIngestProtocol(asyncio.Protocol):
         if exc is not None:
             log.error("request failed: %r", exc)
             return self._error_response(HttpError(500, f"internal error: {exc}"), keep_alive)
-        status, body, content_type = task.result()
-        return render_response(status, body, content_type, keep_alive)
+        status, body, content_type, *headers = task.result()
+        return render_response(status, body, content_type, keep_alive, headers[0] if headers else ())
 
     # routing
 
@@ -243,11 +255,13 @@ class HttpIngestProtocol(asyncio.Protocol):
         path = url.path.decode("latin-1")
         if path.startswith(INGEST_PREFIX):
             self._allow(method, "POST")
-            status, document, lsn = self._ingest(path[len(INGEST_PREFIX):], headers, body)
-            wal = self._server.wal
-            if lsn is not None and wal is not None and wal.fsync != "off":
-                return self._after_durable(wal, lsn, status, document)
-            return render_response(status, json_body(document), JSON_TYPE, keep_alive)
+            return self._ingest_request(path[len(INGEST_PREFIX):], url.query, headers, body, keep_alive)
+        if path.startswith(RECEIPTS_PREFIX):
+            self._allow(method, "GET")
+            receipt = self._server.receipts.get(path[len(RECEIPTS_PREFIX):])
+            if receipt is None:
+                raise HttpError(404, "no such receipt: unknown, or older than --receipt-retention")
+            return render_response(200, json_body(receipt.as_dict()), JSON_TYPE, keep_alive)
         if path == "/health":
             self._allow(method, "GET")
             return render_response(200, b'{"status":"ok"}', JSON_TYPE, keep_alive)
@@ -272,15 +286,98 @@ class HttpIngestProtocol(asyncio.Protocol):
         if method not in allowed:
             raise HttpError(405, f"use {' or '.join(allowed)}", headers=(("Allow", ", ".join(allowed)),))
 
-    @staticmethod
-    async def _after_durable(wal, lsn: int, status: int, document: dict):
-        """Acknowledges once the request's write-ahead-log records are fsynced."""
-        await wal.durable(lsn)
-        return status, json_body(document), JSON_TYPE
-
-    def _ingest(self, table: str, headers: dict, body: bytes) -> tuple[int, dict, int | None]:
+    def _ingest_request(self, table: str, query: bytes | None, headers: dict, body: bytes, keep_alive: bool):
+        """POST /v1/ingest/{table}: answers now (bytes) when nothing needs
+        waiting for, else a coroutine that answers once it may."""
         if not TABLE_NAME.match(table):
             raise HttpError(400, f"invalid table name {table!r}: use letters, digits and _, not starting with a digit, at most 63 characters")
+        options = parse_qs(query.decode("latin-1")) if query else {}
+        wait = (options.get("wait", [""])[0] or headers.get("ingest-wait", "") or DEFAULT_WAIT).lower()
+        if wait not in WAIT_MODES:
+            raise HttpError(400, f"wait must be one of {', '.join(WAIT_MODES)}, not {wait!r}")
+        try:
+            timeout = float(options.get("timeout", [DEFAULT_FLUSH_TIMEOUT])[0])
+        except ValueError:
+            raise HttpError(400, "timeout must be a number of seconds") from None
+        callback = options.get("callback", [""])[0] or headers.get("ingest-callback") or None
+        if callback is not None:
+            try:
+                self._server.webhooks.check(callback)
+            except CallbackRefused as exc:
+                raise HttpError(400, str(exc)) from None
+        key = headers.get("idempotency-key")
+        if key is None:
+            status, document, lsn, receipt = self._accept(table, headers, body, callback, {})
+            if wait == "none" or receipt is None or (wait == "received" and not self._needs_fsync(lsn)):
+                return self._reply(status if wait != "none" or receipt is None else 202, document, receipt, keep_alive)
+            return self._answer_when(wait, timeout, status, document, lsn, receipt)
+        digest = hashlib.sha256(table.encode() + b"\0" + body).hexdigest()
+        keys = self._server.idempotency
+        try:
+            entry = keys.find(key, table, digest)
+        except IdempotencyConflict as exc:
+            raise HttpError(422, str(exc)) from None
+        if entry is not None:
+            return self._original_reply(entry)
+        entry = keys.begin(key, table, digest)
+        try:
+            status, document, lsn, receipt = self._accept(table, headers, body, callback,
+                                                          {"key": key, "digest": digest, "table": table})
+        except BaseException:
+            keys.forget(key)
+            raise
+        return self._remember(key, entry, self._answer_when(wait, timeout, status, document, lsn, receipt))
+
+    def _needs_fsync(self, lsn: int | None) -> bool:
+        wal = self._server.wal
+        return lsn is not None and wal is not None and wal.fsync != "off"
+
+    @staticmethod
+    def _reply(status: int, document: dict, receipt, keep_alive: bool) -> bytes:
+        headers = ((RECEIPT_HEADER, receipt.id),) if receipt is not None else ()
+        return render_response(status, json_body(document), JSON_TYPE, keep_alive, headers)
+
+    async def _answer_when(self, wait: str, timeout: float, status: int, document: dict, lsn, receipt):
+        """received: once the lines are in the write-ahead log (fsynced per
+        --wal-fsync); flushed: once every line landed or was dead-lettered."""
+        headers = ((RECEIPT_HEADER, receipt.id),) if receipt is not None else ()
+        if wait == "none" or receipt is None:
+            return (202 if wait == "none" and receipt is not None else status), json_body(document), JSON_TYPE, headers
+        if self._needs_fsync(lsn):
+            await self._server.wal.durable(lsn)
+        if wait == "received":
+            return status, json_body(document), JSON_TYPE, headers
+        self._server.pipeline(receipt.table).expedite()
+        try:
+            await asyncio.wait_for(asyncio.shield(receipt.done), timeout)
+        except asyncio.TimeoutError:
+            return 504, json_body({**receipt.as_dict(), "error": f"not flushed within {timeout:g}s; the events will "
+                                   f"still land: poll GET {RECEIPTS_PREFIX}{receipt.id}"}), JSON_TYPE, headers
+        result = {**document, **receipt.as_dict()}
+        if receipt.dead_lettered:
+            refused = any(reason.startswith("refused by the sink") for reason in receipt.reasons)
+            result["error"] = f"{receipt.dead_lettered} event(s) could not land and were dead-lettered"
+            return (422 if refused else 503), json_body(result), JSON_TYPE, headers
+        return status, json_body(result), JSON_TYPE, headers
+
+    @staticmethod
+    async def _original_reply(entry):
+        status, body, content_type, headers = await asyncio.shield(entry.reply)
+        return status, body, content_type, headers + (("Idempotent-Replayed", "true"),)
+
+    async def _remember(self, key: str, entry, answer):
+        """Keeps the reply under the key, so a retry gets the same answer."""
+        try:
+            reply = await answer
+        except BaseException:
+            self._server.idempotency.forget(key)
+            raise
+        entry.reply.set_result(reply)
+        return reply
+
+    def _accept(self, table: str, headers: dict, body: bytes, callback, meta: dict):
+        """Frames and checks the body, buffers (and logs) its good lines;
+        returns (status, reply document, lsn, receipt)."""
         content_type = headers.get("content-type", "application/x-ndjson").split(";")[0].strip().lower()
         lines = BatchBuffer()
         if content_type == JSON_TYPE and body.lstrip(b" \t\r\n").removeprefix(UTF8_BOM).lstrip(b" \t\r\n")[:1] == b"[":
@@ -296,22 +393,23 @@ class HttpIngestProtocol(asyncio.Protocol):
             raise HttpError(415, f"unsupported Content-Type {content_type!r}; send application/x-ndjson or application/json")
         errors = validate_lines(lines.data(), lines.spans()) if lines.events else []
         pipeline = self._server.pipeline(table)
-        rejected = [index for index, _ in errors]
-        position = 0
-        lsn = None
-        while position < lines.events:
-            position = pipeline.buffer.extend(lines, position, rejected)
-            lsn = pipeline.appended() or lsn
-        if errors:
-            pipeline.rejected_at_source([lines.line(i) for i, _ in errors], [reason for _, reason in errors],
-                                        f"http {self.peer} POST /v1/ingest/{table}")
         accepted = lines.events - len(errors)
         document = {
             "accepted": accepted,
             "rejected": len(errors),
             "errors": [{"line": index + 1, "error": reason} for index, reason in errors[:MAX_ERRORS_REPORTED]],
         }
-        return (400 if accepted == 0 and errors else 200), document, lsn
+        lsn = receipt = None
+        if accepted:
+            receipt = self._server.receipts.issue(table, accepted, len(errors), callback)
+            document["receipt"] = receipt.id
+            logged = json_body({**meta, "receipt": receipt.id, "created": receipt.created, "callback": callback,
+                                "reply": document})
+            lsn = pipeline.append_request(lines, [index for index, _ in errors], receipt, logged)
+        if errors:
+            pipeline.rejected_at_source([lines.line(i) for i, _ in errors], [reason for _, reason in errors],
+                                        f"http {self.peer} POST /v1/ingest/{table}")
+        return (400 if accepted == 0 and errors else 200), document, lsn, receipt
 
     async def _query(self, body: bytes):
         sql = body.decode("utf-8", "replace").strip()
