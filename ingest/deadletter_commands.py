@@ -2,16 +2,16 @@
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import sys
 import time
 from pathlib import Path
 
+from ingest.client import IngestError, RetryPolicy, post_ndjson
 from ingest.config import Settings
 from ingest.deadletter import DeadLetterStore, Entry
 
-REPLAY_ATTEMPTS = 30  # 429/503 answers a replay waits through before giving up
+REPLAY_RETRY = RetryPolicy(max_retries=30)  # a replay waits out a busy server (429/503) this many times
 REPLAY_CHUNK_BYTES = 8 << 20
 
 
@@ -93,25 +93,6 @@ def _server_address(data_dir: Path) -> tuple[str, int] | None:
     return document["host"], document["http_port"]
 
 
-def _post(address: tuple[str, int], table: str, body: bytes) -> dict:
-    """POSTs NDJSON, waiting through 429/503 as the server asks."""
-    for _ in range(REPLAY_ATTEMPTS):
-        conn = http.client.HTTPConnection(*address, timeout=120)
-        try:
-            conn.request("POST", f"/v1/ingest/{table}", body=body, headers={"Content-Type": "application/x-ndjson"})
-            response = conn.getresponse()
-            payload = response.read()
-        finally:
-            conn.close()
-        if response.status in (429, 503):
-            time.sleep(float(response.getheader("Retry-After", "1")))
-            continue
-        if response.status not in (200, 400):
-            raise RuntimeError(f"server answered {response.status}: {payload[:200]!r}")
-        return json.loads(payload)
-    raise RuntimeError(f"server still busy after {REPLAY_ATTEMPTS} attempts")
-
-
 def _replay(store: DeadLetterStore, args) -> int:
     address = _server_address(args.data_dir)
     if address is None:
@@ -125,7 +106,7 @@ def _replay(store: DeadLetterStore, args) -> int:
             print(f"skipped {entry.path.name}: already replayed")
             continue
         body = store.as_ndjson(entry, store.read(entry.path))
-        accepted = rejected = 0
+        accepted = rejected = chunks = 0
         lines = body.splitlines(keepends=True)
         chunk: list[bytes] = []
         size = 0
@@ -135,13 +116,17 @@ def _replay(store: DeadLetterStore, args) -> int:
                 size += len(line)
             if chunk and (line is None or size >= REPLAY_CHUNK_BYTES):
                 try:
-                    reply = _post(address, entry.table, b"".join(chunk))
-                except (OSError, RuntimeError) as exc:
+                    # a key per file and chunk: a replay cut short and run again is not ingested twice
+                    reply = post_ndjson(f"http://{address[0]}:{address[1]}", entry.table, b"".join(chunk),
+                                        idempotency_key=f"replay:{entry.table}/{entry.path.name}:{chunks}",
+                                        retry=REPLAY_RETRY, timeout=120)
+                except (OSError, IngestError) as exc:
                     print(f"ingest deadletter: replay of {entry.path.name} stopped: {exc}", file=sys.stderr)
                     return 1
                 accepted += reply["accepted"]
                 rejected += reply["rejected"]
                 chunk, size = [], 0
+                chunks += 1
         store.mark_replayed(entry, json.dumps({"accepted": accepted, "rejected": rejected, "time": time.time()}))
         replayed += 1
         print(f"replayed {entry.path.name}: {accepted} accepted, {rejected} rejected again")

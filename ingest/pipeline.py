@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
+from ingest.backoff import full_jitter
 from ingest.budget import MemoryBudget
 from ingest.buffer import BatchBuffer
 from ingest.deadletter import DeadLetterStore
@@ -48,8 +48,7 @@ class RetryPolicy:
     ceiling: float  # seconds
 
     def delay(self, attempt: int) -> float:
-        """Exponential backoff with full jitter."""
-        return random.uniform(0, min(self.base * 2 ** attempt, self.ceiling))
+        return full_jitter(attempt, self.base, self.ceiling)
 
 
 @dataclass

@@ -16,13 +16,14 @@ import hashlib
 import hmac
 import json
 import logging
-import random
 import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from ingest.backoff import full_jitter
 
 log = logging.getLogger("ingest.webhooks")
 
@@ -115,7 +116,7 @@ class Webhooks:
                     if not error:
                         self.delivered += 1
                         break
-                    await asyncio.sleep(random.uniform(0, min(BACKOFF_BASE * 2 ** attempt, BACKOFF_MAX)))
+                    await asyncio.sleep(full_jitter(attempt, BACKOFF_BASE, BACKOFF_MAX))
                 else:
                     self._record_failure(url, notice, error)
             finally:

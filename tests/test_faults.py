@@ -3,7 +3,6 @@ keep up, a shutdown that outlasts its grace. After each, every event is
 accounted for and none is missing."""
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading

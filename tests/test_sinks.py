@@ -4,7 +4,6 @@ import subprocess
 import sys
 
 import duckdb
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import poll

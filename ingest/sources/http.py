@@ -357,7 +357,7 @@ class HttpIngestProtocol(asyncio.Protocol):
         if receipt.dead_lettered:
             refused = any(reason.startswith("refused by the sink") for reason in receipt.reasons)
             result["error"] = f"{receipt.dead_lettered} event(s) could not land and were dead-lettered"
-            return (422 if refused else 503), json_body(result), JSON_TYPE, headers
+            return (422 if refused else 500), json_body(result), JSON_TYPE, headers
         return status, json_body(result), JSON_TYPE, headers
 
     @staticmethod
