@@ -16,11 +16,17 @@ from ingest.deadletter import DeadLetterStore
 FAST_RETRIES = ["--retry-base-ms", 20, "--retry-max-ms", 200]
 
 
-def test_flush_retries_while_the_parquet_target_is_missing_then_lands(start_server):
-    server = start_server("--sink", "parquet", "--batch-events", 100, *FAST_RETRIES, "--retry-attempts", 1000)
+def parquet_server_with_its_target_missing(start_server, *args):
+    """A Parquet server whose events directory is a file: every write fails."""
+    server = start_server("--sink", "parquet", "--batch-events", 100, *FAST_RETRIES, *args)
     target = server.data_dir / "parquet" / "events"
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text("a file where the table's directory should be")
+    return server, target
+
+
+def test_flush_retries_while_the_parquet_target_is_missing_then_lands(start_server):
+    server, target = parquet_server_with_its_target_missing(start_server, "--retry-attempts", 1000)
     server.send_tcp(ndjson(300))
     poll(lambda: server.stats("events")["retries"] >= 3, what="flush retries")
     assert server.stats("events")["landed"] == 0
@@ -33,10 +39,7 @@ def test_flush_retries_while_the_parquet_target_is_missing_then_lands(start_serv
 
 
 def test_batches_out_of_retries_are_dead_lettered_and_replayed_once(start_server):
-    server = start_server("--sink", "parquet", "--batch-events", 100, *FAST_RETRIES, "--retry-attempts", 2)
-    target = server.data_dir / "parquet" / "events"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text("in the way")
+    server, target = parquet_server_with_its_target_missing(start_server, "--retry-attempts", 2)
     server.send_tcp(ndjson(250))
     counters = poll(lambda: (c := server.stats("events"))["dead_lettered"] == 250 and c, what="dead-lettering")
     assert counters["retries"] == 3 * 2 and counters["landed"] == 0
