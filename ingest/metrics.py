@@ -47,6 +47,17 @@ class ServerCollector:
         yield GaugeMetricFamily("ingest_buffer_limit_bytes", "The memory budget (--max-buffer-bytes)", value=budget.limit)
         yield GaugeMetricFamily("ingest_inputs_paused", "TCP connections paused by backpressure", value=budget.paused_inputs)
         yield GaugeMetricFamily("ingest_draining", "1 while the server drains for shutdown", value=int(self._server.draining))
+        wal = self._server.wal
+        if wal is not None:
+            yield GaugeMetricFamily("ingest_wal_segments", "Write-ahead-log segments on disk", value=wal.segments)
+            yield CounterMetricFamily("ingest_wal_torn_tails", "Torn records truncated at start-up", value=wal.torn_tails)
+            yield CounterMetricFamily("ingest_wal_corrupt_records", "Corrupt records moved to the dead-letter store",
+                                      value=wal.corrupt_records)
+            yield CounterMetricFamily("ingest_wal_failed_appends", "Appends the log refused (a full disk)",
+                                      value=wal.failed_appends)
+        webhooks = self._server.webhooks
+        yield CounterMetricFamily("ingest_webhooks_delivered", "Webhook notices delivered", value=webhooks.delivered)
+        yield CounterMetricFamily("ingest_webhooks_failed", "Webhook notices that never went through", value=webhooks.failed)
 
 
 class Metrics:

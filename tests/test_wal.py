@@ -67,6 +67,7 @@ def test_torn_tail_is_truncated_with_a_warning(start_server, tmp_path):
     server = start_server("--flush-interval", 20, data_dir=data_dir)
     server.wait_landed("t", 50)
     assert "torn record at the end" in server.log()
+    assert server.metrics()[("ingest_wal_torn_tails_total", frozenset())] == 1
     assert server.query("SELECT min(id) AS lo, max(id) AS hi, count(*) AS n FROM t").to_pylist() == [{"lo": 0, "hi": 49, "n": 50}]
     assert server.stop() == 0
     assert wal_tool(data_dir, "check").returncode == 0
