@@ -1,0 +1,41 @@
+"""`ingest bench`: how fast ingest is on this machine, beside what a user
+would otherwise do, measured in one run on one reproducible corpus.
+
+    runner          the corpus, the cases against a real server, the baselines
+    clients         load generators, one process each (python -m ingest.bench.clients)
+    server_process  the server under test: started, or found (--target); its /proc figures
+    baselines       pyarrow, DuckDB read_ndjson, row-at-a-time INSERT, the encoders
+    goals           the issue's performance goals, met or not
+    report          the terminal table, results.json, the plots
+    machine         machine and versions, for results.json
+
+Kept light: client processes import this package, so nothing heavy is
+imported here.
+"""
+from __future__ import annotations
+
+import sys
+
+
+def run(options) -> int:
+    """Runs the bench described by `options` (a `runner.BenchOptions`); 0 when every case and baseline ran."""
+    from ingest.bench import report
+    from ingest.bench.runner import Bench
+    from ingest.bench.server_process import BenchError
+
+    try:
+        document = report.complete(Bench(options).run())
+    except BenchError as exc:
+        print(f"ingest bench: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # servers, clients and temporary files are gone by now
+        print("ingest bench: interrupted", file=sys.stderr)
+        return 130
+    print(report.render(document), end="", flush=True)
+    if options.out is not None:
+        for path in report.write(document, options.out):
+            print(f"wrote {path}")
+    return 1 if any(item.get("error") for item in document["cases"] + document["baselines"]) else 0
+
+
+__all__ = ["run"]
