@@ -15,6 +15,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 MAX_REASONS = 10
+MAX_RECEIPTS = 200_000  # settled receipts kept at most, whatever the retention
 
 
 @dataclass
@@ -29,7 +30,15 @@ class Receipt:
     dead_lettered: int = 0
     reasons: list[str] = field(default_factory=list)
     settled: bool = False
-    done: asyncio.Future | None = None  # resolves when settled
+    _done: asyncio.Future | None = None  # made only when someone waits
+
+    def finished(self) -> asyncio.Future:
+        """Resolves when the receipt settles."""
+        if self._done is None:
+            self._done = asyncio.get_running_loop().create_future()
+            if self.settled:
+                self._done.set_result(self)
+        return self._done
 
     @property
     def status(self) -> str:
@@ -51,8 +60,8 @@ class Receipt:
         self.accepted -= rejected  # refused when encoded: counted as rejected, not accepted
         self.add_reasons(reasons)
         self.settled = True
-        if self.done is not None and not self.done.done():
-            self.done.set_result(self)
+        if self._done is not None and not self._done.done():
+            self._done.set_result(self)
 
     def as_dict(self) -> dict:
         return {
@@ -63,7 +72,9 @@ class Receipt:
 
 
 class ReceiptBook:
-    """Receipts by id, kept for `retention` seconds after they are issued."""
+    """Receipts by id, kept for `retention` seconds after they are issued, and
+    at most MAX_RECEIPTS of them (the oldest settled ones go first), so a
+    flood of small requests cannot grow memory without bound."""
 
     def __init__(self, retention: float):
         self.retention = retention
@@ -76,7 +87,6 @@ class ReceiptBook:
         self._prune()
         receipt = Receipt(receipt_id or f"r{self._prefix}-{next(self._numbers):x}", table, accepted, rejected,
                           callback, created or time.time())
-        receipt.done = asyncio.get_running_loop().create_future()
         self._receipts[receipt.id] = receipt
         return receipt
 
@@ -88,7 +98,7 @@ class ReceiptBook:
         horizon = time.time() - self.retention
         while self._receipts:
             oldest = next(iter(self._receipts.values()))
-            if oldest.created >= horizon or not oldest.settled:
+            if not oldest.settled or (oldest.created >= horizon and len(self._receipts) <= MAX_RECEIPTS):
                 break
             self._receipts.popitem(last=False)
 

@@ -244,6 +244,10 @@ class WriteAheadLog:
         self._written_lsn = 0
         self._synced_lsn = 0
         self._waiters: list[tuple[int, asyncio.Future]] = []
+        self._pending: list[list] = []  # records appended but not yet written, as their parts
+        self._pending_lsns: list[int] = []
+        self._pending_size = 0
+        self._write_scheduled = False
         self._sync_running = False
         self._sync_pool = ThreadPoolExecutor(1, thread_name_prefix="wal-fsync")
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -292,21 +296,54 @@ class WriteAheadLog:
             self._ticker = loop.call_later(self._interval, self._tick)
 
     def append(self, table: str, spans: np.ndarray, data, meta: bytes = b"") -> int:
-        """Logs one group of lines (`data` is any bytes-like object, written
-        without a copy); returns its lsn. Durable per the fsync mode once
-        `durable(lsn)` returns."""
+        """Logs one group of lines; returns its lsn. Durable per the fsync
+        mode once `durable(lsn)` returns. With fsync on, the records of one
+        loop iteration are written together (one writev for many small HTTP
+        requests); with fsync off, each is written at once, so a process
+        crash loses nothing."""
+        if self._failed_at is not None and self.unavailable:
+            raise WalUnavailable("the write-ahead log could not be written a moment ago")
         lsn = self.next_lsn
         self.next_lsn += 1
         parts = record_parts(lsn, table, spans, data, meta)
-        size = sum(len(part) for part in parts)
-        if self._segment_size >= self.segment_bytes:
+        if self._segment_size + self._pending_size >= self.segment_bytes:
+            self._write_pending()
             self._rotate()
+        if self.fsync == "off":
+            self._write([parts], [lsn])
+        else:
+            # the lines' buffer may move once the loop goes on: keep a copy until written
+            self._pending.append([bytes(part) if isinstance(part, memoryview) else part for part in parts])
+            self._pending_lsns.append(lsn)
+            self._pending_size += sum(len(part) for part in parts)
+            if not self._write_scheduled:
+                self._write_scheduled = True
+                self._loop.call_soon(self._write_pending)
+        tables = self._segments[self._segment]
+        tables[table] = lsn
+        if KEY_MARK in meta:
+            self._segment_keys[self._segment].append(bytes(meta))
+        return lsn
+
+    def _write_pending(self) -> None:
+        self._write_scheduled = False
+        if self._pending:
+            records, lsns = self._pending, self._pending_lsns
+            self._pending, self._pending_lsns, self._pending_size = [], [], 0
+            try:
+                self._write(records, lsns)
+            except WalUnavailable as exc:
+                self._fail_waiters(lsns, exc)
+
+    def _write(self, records: list[list], lsns: list[int]) -> None:
+        parts = [part for record in records for part in record]
+        size = sum(len(part) for part in parts)
         try:
             write_all(self._fd, parts, size)
         except OSError as exc:
-            # Cut the torn record off, so later records follow whole ones.
+            # Cut the torn records off, so later records follow whole ones.
             os.ftruncate(self._fd, self._segment_size)
-            self.failed_appends += 1
+            self.failed_appends += len(lsns)
             if self._failed_at is None:
                 log.error("wal: cannot append (%s); input pauses until it can, and what is already "
                           "buffered is kept in memory only", exc)
@@ -316,14 +353,16 @@ class WriteAheadLog:
             log.warning("wal: appending again")
             self._failed_at = None
         self._segment_size += size
-        tables = self._segments[self._segment]
-        tables[table] = lsn
-        if KEY_MARK in meta:
-            self._segment_keys[self._segment].append(bytes(meta))
-        self._written_lsn = lsn
+        self._written_lsn = lsns[-1]
         if self.fsync == "off":
-            self._synced_lsn = lsn
-        return lsn
+            self._synced_lsn = lsns[-1]
+
+    def _fail_waiters(self, lsns: list[int], exc: Exception) -> None:
+        failed = set(lsns)
+        for lsn, waiter in self._waiters:
+            if lsn in failed and not waiter.done():
+                waiter.set_exception(exc)
+        self._waiters = [(lsn, w) for lsn, w in self._waiters if not w.done()]
 
     @property
     def unavailable(self) -> bool:
@@ -349,6 +388,10 @@ class WriteAheadLog:
         """Group commit: one fsync covers every record written before it started."""
         if self._sync_running or self._fd is None:
             return
+        self._write_pending()
+        if self._written_lsn <= self._synced_lsn:
+            self._synced(self._written_lsn, None)
+            return
         self._sync_running = True
         target = self._written_lsn
         future = self._loop.run_in_executor(self._sync_pool, os.fsync, self._fd)
@@ -356,7 +399,7 @@ class WriteAheadLog:
 
     def _synced(self, target: int, future) -> None:
         self._sync_running = False
-        if future.exception() is not None:
+        if future is not None and future.exception() is not None:
             log.error("wal fsync failed: %s", future.exception())
             for lsn, waiter in self._waiters:
                 if not waiter.done():
@@ -376,6 +419,7 @@ class WriteAheadLog:
             self._start_sync()
 
     def _rotate(self) -> None:
+        self._write_pending()
         if self._fd is not None:
             os.fsync(self._fd)
             os.close(self._fd)
@@ -451,6 +495,7 @@ class WriteAheadLog:
     def close(self) -> None:
         if self._ticker is not None:
             self._ticker.cancel()
+        self._write_pending()
         if self._fd is not None:
             os.fsync(self._fd)
             os.close(self._fd)

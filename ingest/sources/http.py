@@ -349,7 +349,7 @@ class HttpIngestProtocol(asyncio.Protocol):
             return status, json_body(document), JSON_TYPE, headers
         self._server.pipeline(receipt.table).expedite()
         try:
-            await asyncio.wait_for(asyncio.shield(receipt.done), timeout)
+            await asyncio.wait_for(asyncio.shield(receipt.finished()), timeout)
         except asyncio.TimeoutError:
             return 504, json_body({**receipt.as_dict(), "error": f"not flushed within {timeout:g}s; the events will "
                                    f"still land: poll GET {RECEIPTS_PREFIX}{receipt.id}"}), JSON_TYPE, headers
