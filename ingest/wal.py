@@ -41,6 +41,7 @@ HEADER = MAGIC + bytes([VERSION]) + b"\0" * 6  # 16 bytes
 PREFIX = struct.Struct("<II")  # body length, CRC-32 of the body
 BODY_HEAD = struct.Struct("<QHII")  # lsn, table length, line count, meta length
 MAX_BODY = 1 << 31
+IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024  # pieces one writev takes
 FSYNC_MODES = ("always", "interval", "off")
 KEYS_FILE = "idempotency-keys.jsonl"
 KEY_MARK = b'"key":'  # in a record's meta when its request carried an Idempotency-Key
@@ -93,7 +94,12 @@ def encode_record(lsn: int, table: str, spans: np.ndarray, data, meta: bytes = b
 
 
 def write_all(fd: int, parts: list, size: int) -> None:
-    """os.writev until every byte is written."""
+    """os.writev until every byte is written, at most IOV_MAX pieces a call."""
+    if len(parts) > IOV_MAX:
+        for start in range(0, len(parts), IOV_MAX):
+            chunk = parts[start:start + IOV_MAX]
+            write_all(fd, chunk, sum(len(part) for part in chunk))
+        return
     written = os.writev(fd, parts)
     while written < size:  # a short write: finish the rest piece by piece
         size -= written

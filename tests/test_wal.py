@@ -122,3 +122,26 @@ def test_settled_segments_are_deleted(start_server, tmp_path):
     # each ~2.5 KiB request fills most of a 4 KiB segment: about ten were written, all but the open one go
     poll(lambda: len(segment_paths(data_dir / "wal")) == 1, what="settled segments to be deleted")
     assert server.stop() == 0
+
+
+def test_thousands_of_records_in_one_loop_iteration_are_written_together(tmp_path):
+    """More pending records than one writev takes (IOV_MAX) must still land."""
+    import asyncio
+
+    from ingest.wal import WriteAheadLog
+
+    async def log_many() -> int:
+        wal = WriteAheadLog(tmp_path / "wal", fsync="interval", fsync_interval_ms=5)
+        list(wal.recover())
+        wal.open(asyncio.get_running_loop())
+        last = 0
+        for i in range(3000):
+            last = wal.append("t", np.array([0, 6], dtype=np.int64), b'{"a":%d}' % (i % 10))
+        await wal.durable(last)
+        wal.close()
+        return last
+
+    assert asyncio.run(log_many()) == 3000
+    (segment,) = segment_paths(tmp_path / "wal")
+    scan = scan_segment(segment)
+    assert not scan.damage and [r.lsn for r in scan.records] == list(range(1, 3001))
