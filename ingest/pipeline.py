@@ -15,6 +15,7 @@ scrape sees `received = landed + rejected + dead_lettered + buffered`.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import time
 from concurrent.futures import Executor
@@ -96,10 +97,14 @@ class Sealed:
     def settle_receipts(self) -> None:
         """Tells each receipt what became of its lines. A group's rows are its
         lines minus the rejected ones, so they are contiguous in the batch."""
-        rejected_lines = np.array([index for index, _ in self.rejected], dtype=np.int64)
+        if not self.rejected and not self.dead_lettered:  # the common case: everything landed
+            for group in self.groups:
+                group.receipt.settle(group.lines, 0, 0, ())
+            return
+        rejected_lines = [index for index, _ in self.rejected]
         for group in self.groups:
             start, end = group.first_line, group.first_line + group.lines
-            lo, hi = np.searchsorted(rejected_lines, [start, end])
+            lo, hi = bisect.bisect_left(rejected_lines, start), bisect.bisect_left(rejected_lines, end)
             rejected = int(hi - lo)
             reasons = [reason for _, reason in self.rejected[lo:hi]]
             row_start = start - int(lo)

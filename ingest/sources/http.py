@@ -403,8 +403,9 @@ class HttpIngestProtocol(asyncio.Protocol):
         if accepted:
             receipt = self._server.receipts.issue(table, accepted, len(errors), callback)
             document["receipt"] = receipt.id
-            logged = json_body({**meta, "receipt": receipt.id, "created": receipt.created, "callback": callback,
-                                "reply": document})
+            # the reply is encoded once; the logged meta wraps it as it is
+            logged = (json_body({**meta, "receipt": receipt.id, "created": receipt.created, "callback": callback})[:-1]
+                      + b',"reply":' + json_body(document) + b"}")
             lsn = pipeline.append_request(lines, [index for index, _ in errors], receipt, logged)
         if errors:
             pipeline.rejected_at_source([lines.line(i) for i, _ in errors], [reason for _, reason in errors],
