@@ -31,7 +31,7 @@ def _add_serve(subparsers) -> None:
     )
     parser.add_argument("--config", type=Path, metavar="FILE", help="TOML file with settings")
     defaults = Settings()
-    for f in dataclasses.fields(Settings):
+    for f in config.settable_fields():
         kind = {"int": int, "Path": Path}.get(f.type, str)
         extra = {"choices": config.SINKS} if f.name == "sink" else {}
         parser.add_argument(
@@ -215,7 +215,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "serve":
-        cli_values = {f.name: getattr(args, f.name) for f in dataclasses.fields(Settings)}
+        cli_values = {f.name: getattr(args, f.name) for f in config.settable_fields()}
         try:
             settings = config.load(args.config, cli_values)
         except ConfigError as exc:

@@ -52,6 +52,7 @@ class Settings:
     webhook_secret: str = field(default="", metadata={"help": "HMAC-SHA256 key that signs webhook notices (webhooks are off without it)"})
     webhook_allow: str = field(default="127.0.0.1,::1,localhost", metadata={"help": "comma-separated hosts that callback URLs may name"})
     log_level: str = field(default="info", metadata={"help": "debug, info, warning or error"})
+    tables: dict = field(default_factory=dict, metadata={"config_only": True})  # name -> TableConfig, from [tables.NAME]
 
     def validate(self) -> None:
         if self.sink not in SINKS:
@@ -92,6 +93,49 @@ class Settings:
         return self.data_dir / "server.json"
 
 
+@dataclass
+class TableConfig:
+    """A table's declared columns, from [tables.NAME] in the config file."""
+
+    schema: object  # pyarrow.Schema, or None: every column inferred
+    strict: bool = False  # reject events with undeclared fields
+
+
+def settable_fields() -> list:
+    """The settings a flag or an environment variable can set."""
+    return [f for f in dataclasses.fields(Settings) if not f.metadata.get("config_only")]
+
+
+def _table_configs(tables, config_file) -> dict:
+    from ingest.schema import declared_schema, declared_types
+
+    configs = {}
+    if not isinstance(tables, dict):
+        raise ConfigError(f"{config_file}: [tables] must be a table of tables")
+    for name, table in tables.items():
+        where = f"{config_file}: [tables.{name}]"
+        if not TABLE_NAME.match(name):
+            raise ConfigError(f"{where}: {name!r} is not a valid table name ({TABLE_NAME.pattern})")
+        if not isinstance(table, dict) or set(table) - {"strict", "columns"}:
+            raise ConfigError(f"{where}: only 'strict' and 'columns' may be set")
+        strict = table.get("strict", False)
+        if not isinstance(strict, bool):
+            raise ConfigError(f"{where}: strict must be true or false")
+        columns = table.get("columns")
+        if columns is None:
+            if strict:
+                raise ConfigError(f"{where}: strict needs [tables.{name}.columns]")
+            configs[name] = TableConfig(None, False)
+            continue
+        try:
+            schema = declared_schema(columns)
+            declared_types(schema, 64)  # nesting errors show now, not on the first event
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        configs[name] = TableConfig(schema, strict)
+    return configs
+
+
 def env_name(name: str) -> str:
     return "INGEST_" + name.upper()
 
@@ -101,7 +145,7 @@ def flag_name(name: str) -> str:
 
 
 def _convert(name: str, value, source: str):
-    kind = {f.name: f.type for f in dataclasses.fields(Settings)}[name]
+    kind = {f.name: f.type for f in settable_fields()}[name]
     try:
         if kind == "int":
             return int(value)
@@ -114,14 +158,15 @@ def _convert(name: str, value, source: str):
 
 def load(config_file: Path | None, cli_values: dict, environ=os.environ) -> Settings:
     """Settings from defaults < TOML file < INGEST_* environment < command line."""
-    names = [f.name for f in dataclasses.fields(Settings)]
+    names = [f.name for f in settable_fields()]
     values: dict = {}
     if config_file is not None:
         try:
-            doc = tomllib.loads(Path(config_file).read_text())
+            root = tomllib.loads(Path(config_file).read_text())
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read config file {config_file}: {exc}") from None
-        doc = doc.get("serve", doc)  # settings may sit at top level or under [serve]
+        values["tables"] = _table_configs(root.pop("tables", {}), config_file)
+        doc = root.get("serve", root)  # settings may sit at top level or under [serve]
         for key, value in doc.items():
             key = key.replace("-", "_")
             if key not in names:

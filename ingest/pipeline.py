@@ -136,6 +136,7 @@ class PipelineContext:
     observe_flush: object  # callable(table, seconds)
     wal: WriteAheadLog | None = None  # None: --wal off
     on_receipt_settled: object = lambda receipt: None  # callable(receipt): webhooks
+    tables: dict = field(default_factory=dict)  # name -> TableConfig: declared columns
 
 
 class TablePipeline:
@@ -144,7 +145,9 @@ class TablePipeline:
         self.counters = TableCounters()
         self.buffer = BatchBuffer(context.batch_events, context.batch_bytes)
         self._context = context
-        self._encoder = Encoder(table)
+        declared = context.tables.get(table)
+        self._encoder = (Encoder(table, schema=declared.schema, strict=declared.strict)
+                         if declared is not None and declared.schema is not None else Encoder(table))
         self._loop = asyncio.get_running_loop()
         self._age_timer: asyncio.TimerHandle | None = None
         self._expedited: asyncio.TimerHandle | None = None  # an early seal a waiting client asked for

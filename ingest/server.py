@@ -106,6 +106,7 @@ class IngestServer:
             observe_flush=self.metrics.observe_flush,
             wal=self.wal,
             on_receipt_settled=self._receipt_settled,
+            tables=settings.tables,
         )
         self.webhooks.start()
         self._query_pool = self._pools[3]

@@ -1,12 +1,11 @@
 """The command line: documented flags, settings precedence, port reporting."""
-import dataclasses
 import subprocess
 import sys
 
 import pytest
 
 from ingest import config
-from ingest.config import ConfigError, Settings
+from ingest.config import ConfigError
 
 FIXED_FLAGS = ["--data-dir", "--host", "--tcp-port", "--http-port", "--sink", "--batch-events",
                "--batch-bytes", "--flush-interval", "--tcp-table", "--config"]
@@ -17,7 +16,7 @@ def test_serve_help_documents_every_flag_and_its_environment_variable():
     assert result.returncode == 0
     for flag in FIXED_FLAGS:
         assert flag in result.stdout
-    for field in dataclasses.fields(Settings):
+    for field in config.settable_fields():
         assert config.env_name(field.name) in result.stdout
 
 
@@ -55,3 +54,14 @@ def test_port_zero_reports_the_bound_ports(start_server):
     assert server.tcp_port > 0 and server.http_port > 0 and server.tcp_port != server.http_port
     assert server.http("GET", "/health")[0] == 200
     assert server.stop() == 0
+
+
+def test_declared_tables_come_from_the_config_file(tmp_path):
+    toml = tmp_path / "ingest.toml"
+    toml.write_text('[tables.orders]\nstrict = true\n[tables.orders.columns]\nid = "int64"\nday = "date"\n')
+    settings = config.load(toml, {}, environ={})
+    declared = settings.tables["orders"]
+    assert declared.strict and [f.name for f in declared.schema] == ["id", "day"]
+    toml.write_text('[tables.orders.columns]\nid = "integer"\n')
+    with pytest.raises(ConfigError, match=r"\[tables.orders\]"):
+        config.load(toml, {}, environ={})

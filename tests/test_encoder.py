@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 import ingest._encoder as compiled
 import ingest._reference.encoder as reference
 from ingest._protocols import EncodeResult
+from ingest.schema import declared_schema
 
 MODULES = {"cython": compiled, "python": reference}
 UTC = datetime.timezone.utc
@@ -536,6 +537,312 @@ def test_validate_lines_ignores_the_schema(module):
 
 
 # ---------------------------------------------------------------------------
+# Declared schemas
+
+ORDERS = {
+    "id": "int64", "price": "float64", "paid": "bool", "note": "string", "ts": "timestamp",
+    "day": "date", "payload": "json", "tags": "list<string>", "address": "struct<city: string, zip: int64>",
+}
+
+
+def declared(module, columns=ORDERS, **kwargs):
+    return module.Encoder("orders", schema=declared_schema(columns), **kwargs)
+
+
+def test_declared_columns_come_first_and_are_always_there(module):
+    encoder = declared(module)
+    assert encoder.schema.equals(declared_schema(ORDERS), check_metadata=True)
+    result = encode(encoder, [b'{"extra":1,"note":"x"}', b'{"more":"y"}'])
+    assert result.errors == []
+    assert result.batch.schema.names == [*ORDERS, "extra", "more"]
+    assert result.batch.schema.equals(encoder.schema, check_metadata=True)
+    data = columns(result.batch)
+    assert data["note"] == ["x", None] and data["extra"] == [1, None] and data["more"] == [None, "y"]
+    assert all(data[name] == [None, None] for name in ORDERS if name != "note")
+    # a batch with no line of a declared column still has it
+    assert encode(encoder, [b"{}"]).batch.schema.names == [*ORDERS, "extra", "more"]
+    result.batch.validate(full=True)
+
+
+def test_declared_values_convert(module):
+    line = ('{"id":-7,"price":2,"paid":false,"note":"2024-01-01T00:00:00Z","ts":"2024-05-01T12:00:00+02:00",'
+            '"day":"2024-02-29","payload":{"a": [1, "\\u00e9"]},"tags":["a",null,"é"],'
+            '"address":{"zip":10115,"unknown":[1],"city":"Berlin"}}').encode()
+    result = encode(declared(module), [line])
+    assert result.errors == []
+    assert result.batch.to_pylist() == [{
+        "id": -7, "price": 2.0, "paid": False, "note": "2024-01-01T00:00:00Z",
+        "ts": datetime.datetime(2024, 5, 1, 10, tzinfo=UTC), "day": datetime.date(2024, 2, 29),
+        "payload": '{"a": [1, "\\u00e9"]}', "tags": ["a", None, "é"],
+        "address": {"city": "Berlin", "zip": 10115},
+    }]
+    assert result.batch.column("price").type == pa.float64()
+
+
+@pytest.mark.parametrize("value", [b'"x\\u00e9"', b"1.50", b"-0", b"true", b"[ ]", b'{"a" : null}'])
+def test_declared_json_keeps_the_exact_text_of_any_value(module, value):
+    result = encode(declared(module, {"j": "json"}), [b'{"j":%s}' % value, b'{"j":null}'])
+    assert columns(result.batch) == {"j": [value.decode(), None]}
+    assert result.batch.schema.field("j").metadata == JSON_META
+
+
+@pytest.mark.parametrize("unit, text, expected", [
+    ("us", '"2024-05-01T12:34:56.789123Z"', 1714566896789123),
+    ("ms", '"2024-05-01T12:34:56.789123Z"', 1714566896789),
+    ("s", '"2024-05-01T12:34:56.789123Z"', 1714566896),
+    ("s", '"1969-12-31T23:59:59.5Z"', -1),  # floored: the digits past the unit are dropped
+    ("ms", '"1969-12-31T23:59:59.9995Z"', -1),
+    ("s", "1714566896", 1714566896),  # epoch integers are in the declared unit
+    ("ms", "-1", -1),
+    ("us", "0", 0),
+    ("s", "253402300799", 253402300799),  # 9999-12-31T23:59:59
+    ("s", "-62135596800", -62135596800),  # 0001-01-01
+])
+def test_declared_timestamps(module, unit, text, expected):
+    result = encode(declared(module, {"t": f"timestamp[{unit}]"}), [b'{"t":%s}' % text.encode()])
+    assert result.errors == []
+    column = result.batch.column("t")
+    assert column.type == pa.timestamp(unit, tz="UTC")
+    assert column.cast(pa.int64()).to_pylist() == [expected]
+
+
+@pytest.mark.parametrize("text, days", [("1970-01-01", 0), ("1969-12-31", -1), ("2000-02-29", 11016),
+                                        ("0001-01-01", -719162), ("9999-12-31", 2932896)])
+def test_declared_dates(module, text, days):
+    result = encode(declared(module, {"d": "date"}), [b'{"d":"%s"}' % text.encode()])
+    assert result.batch.column("d").cast(pa.int32()).to_pylist() == [days]
+
+
+@pytest.mark.parametrize("column_type, value, reason", [
+    ("int64", b"1.5", "field 'v': expected int64, got number"),
+    ("int64", b"1e3", "field 'v': expected int64, got number"),
+    ("int64", b'"1"', "field 'v': expected int64, got string"),
+    ("int64", b"true", "field 'v': expected int64, got bool"),
+    ("int64", b"9223372036854775808", "field 'v': integer out of int64 range"),
+    ("int64", b"[1]", "field 'v': expected int64, got array"),
+    ("float64", b'"1.5"', "field 'v': expected float64, got string"),
+    ("float64", b"{}", "field 'v': expected float64, got object"),
+    ("bool", b"1", "field 'v': expected bool, got integer"),
+    ("bool", b'"true"', "field 'v': expected bool, got string"),
+    ("string", b"1", "field 'v': expected string, got integer"),
+    ("string", b'["a"]', "field 'v': expected string, got array"),
+    ("timestamp", b'"soon"', "field 'v': string is not an ISO-8601 timestamp"),
+    ("timestamp", b'"2024-01-01"', "field 'v': string is not an ISO-8601 timestamp"),
+    ("timestamp", b"1.5", "field 'v': expected timestamp, got number"),
+    ("timestamp", b"false", "field 'v': expected timestamp, got bool"),
+    ("timestamp[s]", b"253402300800", "field 'v': timestamp out of range (years 0001-9999)"),
+    ("timestamp[ms]", b"-62135596800001", "field 'v': timestamp out of range (years 0001-9999)"),
+    ("timestamp", b"99999999999999999999", "field 'v': timestamp out of range (years 0001-9999)"),
+    ("date", b'"2024-02-30"', "field 'v': string is not a YYYY-MM-DD date"),
+    ("date", b'"2024-1-01"', "field 'v': string is not a YYYY-MM-DD date"),
+    ("date", b'"0000-01-01"', "field 'v': string is not a YYYY-MM-DD date"),
+    ("date", b'"2024-01-01T00:00:00Z"', "field 'v': string is not a YYYY-MM-DD date"),
+    ("date", b"19000", "field 'v': expected date, got integer"),
+    ("list<int64>", b"1", "field 'v': expected list, got integer"),
+    ("list<int64>", b'{"a":1}', "field 'v': expected list, got object"),
+    ("list<int64>", b'[1, 2, "3"]', "field 'v[2]': expected int64, got string"),
+    ("list<list<int64>>", b"[[1], [2, [3]]]", "field 'v[1][1]': expected int64, got array"),
+    ("struct<a: int64>", b"[]", "field 'v': expected struct, got array"),
+    ("struct<a: int64>", b'"x"', "field 'v': expected struct, got string"),
+    ("struct<a: int64>", b'{"a": -1.0}', "field 'v.a': expected int64, got number"),
+    ("struct<a: struct<b: date>>", b'{"a": {"b": 7}}', "field 'v.a.b': expected date, got integer"),
+    ("list<struct<a: list<bool>>>", b'[{"a": [true]}, {"a": [false, 0]}]',
+     "field 'v[1].a[1]': expected bool, got integer"),
+    ("struct<a: int64>", b'{"a": "x", "a": 1}', "field 'v.a': expected int64, got string"),
+])
+def test_declared_reasons(module, column_type, value, reason):
+    result = encode(declared(module, {"v": column_type}), [b'{"v":%s}' % value, b'{"v":null}'])
+    assert result.errors == [(0, reason)]
+    assert result.batch.num_rows == 1
+    result.batch.validate(full=True)
+
+
+def test_declared_int64_never_widens(module):
+    encoder = declared(module, {"n": "int64"})
+    result = encode(encoder, [b'{"n":1}', b'{"n":1.5}', b'{"n":2}'])
+    assert result.errors == [(1, "field 'n': expected int64, got number")]
+    assert columns(result.batch) == {"n": [1, 2]}
+    assert encoder.schema.field("n").type == pa.int64()
+
+
+def test_first_problem_in_field_order_is_named(module):
+    result = encode(declared(module), [b'{"note":1,"id":"x"}', b'{"id":"x","note":1}',
+                                       b'{"tags":["a",2],"id":"x"}', b'{"undeclared":"x","id":"x","x":1}'])
+    assert result.errors == [(0, "field 'note': expected string, got integer"),
+                             (1, "field 'id': expected int64, got string"),
+                             (2, "field 'tags[1]': expected string, got integer"),
+                             (3, "field 'id': expected int64, got string")]
+
+
+def test_undeclared_fields_still_conflict_as_inferred(module):
+    encoder = declared(module, {"id": "int64"})
+    result = encode(encoder, [b'{"id":1,"x":1}', b'{"id":2,"x":"s"}', b'{"id":3,"x":2.5}'])
+    assert result.errors == [(1, "field 'x': expected int64, got string")]
+    assert columns(result.batch) == {"id": [1, 3], "x": [1.0, 2.5]}
+
+
+def test_strict_rejects_undeclared_fields_at_any_level(module):
+    encoder = declared(module, strict=True)
+    result = encode(encoder, [
+        b'{"id":1,"address":{"city":"x"}}',
+        b'{"id":2,"extra":null}',
+        b'{"note":1,"extra":2}',
+        b'{"extra":2,"note":1}',
+        b'{"address":{"city":"x","planet":"earth"}}',
+        b'{"address":{"city":"x","planet":"earth"},"extra":1}',
+    ])
+    assert result.errors == [(1, "field 'extra' is not declared"),
+                             (2, "field 'note': expected string, got integer"),
+                             (3, "field 'extra' is not declared"),
+                             (4, "field 'address.planet' is not declared"),
+                             (5, "field 'address.planet' is not declared")]
+    assert result.batch.schema.names == list(ORDERS)
+    assert columns(result.batch)["id"] == [1]
+
+
+def test_strict_needs_a_schema(module):
+    with pytest.raises(ValueError, match="strict"):
+        module.Encoder("t", strict=True)
+
+
+def test_strict_with_an_empty_schema_takes_only_empty_objects(module):
+    encoder = module.Encoder("t", schema=pa.schema([]), strict=True)
+    result = encode(encoder, [b"{}", b'{"a":1}'])
+    assert result.errors == [(1, "field 'a' is not declared")]
+    assert result.batch.num_rows == 1 and result.batch.num_columns == 0
+
+
+def test_lists_and_structs_with_nulls_everywhere(module):
+    encoder = declared(module, {"items": "list<struct<sku: string, qty: int64, tags: list<string>>>",
+                                "geo": "struct<lat: float64, where: struct<city: string, zip: int64>>"})
+    lines = [
+        b'{"items":[{"sku":"a","qty":1,"tags":["x"]},null,{"qty":null,"tags":[]},{}],"geo":{"lat":1}}',
+        b'{}',
+        b'{"items":null,"geo":null}',
+        b'{"items":[],"geo":{"where":{"zip":1}}}',
+        b'{"items":[{"tags":[null,"y"]}],"geo":{"where":null,"lat":2.5}}',
+    ]
+    result = encode(encoder, lines)
+    assert result.errors == []
+    result.batch.validate(full=True)
+    assert result.batch.to_pylist() == [
+        {"items": [{"sku": "a", "qty": 1, "tags": ["x"]}, None, {"sku": None, "qty": None, "tags": []},
+                   {"sku": None, "qty": None, "tags": None}],
+         "geo": {"lat": 1.0, "where": None}},
+        {"items": None, "geo": None},
+        {"items": None, "geo": None},
+        {"items": [], "geo": {"lat": None, "where": {"city": None, "zip": 1}}},
+        {"items": [{"sku": None, "qty": None, "tags": [None, "y"]}], "geo": {"lat": 2.5, "where": None}},
+    ]
+    again = encode(encoder, lines[::-1])  # the next batch starts clean
+    again.batch.validate(full=True)
+    assert again.batch.to_pylist() == result.batch.to_pylist()[::-1]
+
+
+def test_rejected_lines_leave_no_trace_in_nested_columns(module):
+    encoder = declared(module, {"items": "list<struct<sku: string, n: list<int64>>>", "id": "int64",
+                                "s": "struct<a: list<string>, b: int64>"})
+    result = encode(encoder, [
+        b'{"items":[{"sku":"a","n":[1]}],"id":1}',
+        b'{"items":[{"sku":"b","n":[2,3]},{"sku":"c","n":[4]}],"id":"bad"}',  # converted, then rejected
+        b'{"items":[{"sku":"d","n":[5,6,"x"]}]}',  # fails half-way into a list
+        b'{"s":{"a":["p","q"],"b":"no"}}',  # fails after a struct field was filled
+        b'{"s":{"a":["r"]},"items":[{"sku":"e"}],"id":2}',
+    ])
+    assert [index for index, _ in result.errors] == [1, 2, 3]
+    result.batch.validate(full=True)
+    assert result.batch.to_pylist() == [
+        {"items": [{"sku": "a", "n": [1]}], "id": 1, "s": None},
+        {"items": [{"sku": "e", "n": None}], "id": 2, "s": {"a": ["r"], "b": None}},
+    ]
+    items = result.batch.column("items")
+    assert len(items.values) == 2 and len(items.values.field("n").values) == 1
+
+
+def test_repeated_keys(module):
+    encoder = declared(module, {"v": "list<int64>", "s": "struct<a: list<int64>, b: string>"})
+    result = encode(encoder, [
+        b'{"v":"not judged","v":[1]}',  # top level: the last value only
+        b'{"s":{"a":[1,2],"b":"x","a":[3]}}',  # inside a struct: the last one wins...
+        b'{"s":{"a":[1],"a":["x"]}}',  # ...but each must fit
+        b'{"s":{"a":[4],"a":null}}',
+    ])
+    assert result.errors == [(2, "field 's.a[0]': expected int64, got string")]
+    result.batch.validate(full=True)
+    assert result.batch.to_pylist() == [
+        {"v": [1], "s": None}, {"v": None, "s": {"a": [3], "b": "x"}}, {"v": None, "s": {"a": None, "b": None}}]
+    assert len(result.batch.column("s").field("a").values) == 1  # the dropped [1, 2] and [4] are gone
+
+
+def test_declared_nesting_to_the_depth_limit(module):
+    depth = 63  # the line's object is depth 1: max_depth 64 leaves 63 lists
+    encoder = declared(module, {"v": "list<" * depth + "int64" + ">" * depth})
+    value = b"[" * depth + b"7" + b"]" * depth
+    result = encode(encoder, [b'{"v":%s}' % value, b'{"v":%s}' % (b"[" * 64 + b"]" * 64)])
+    assert result.errors == [(1, "nesting deeper than 64")]
+    cell = result.batch.column("v").to_pylist()[0]
+    for _ in range(depth):
+        cell = cell[0]
+    assert cell == 7
+    with pytest.raises(ValueError, match="nests 64 lists/structs, more than 63"):
+        declared(module, {"v": "list<" * 64 + "int64" + ">" * 64})
+
+
+def test_deep_structs(module):
+    depth = 40
+    columns_ = {"v": "struct<a: " * depth + "json" + ">" * depth}
+    value = b'{"a":' * depth + b'[1,{"x":2}]' + b"}" * depth
+    result = encode(declared(module, columns_, max_depth=128), [b'{"v":%s}' % value])
+    assert result.errors == []
+    cell = result.batch.column("v").to_pylist()[0]
+    for _ in range(depth):
+        cell = cell["a"]
+    assert cell == '[1,{"x":2}]'
+
+
+def test_declared_batch_without_rows(module):
+    encoder = declared(module)
+    result = encode(encoder, [b"{", b'{"id":"x"}'])
+    assert len(result.errors) == 2
+    assert result.batch.num_rows == 0 and result.batch.schema.names == list(ORDERS)
+    result.batch.validate(full=True)
+    assert encode(encoder, []).batch.num_rows == 0
+
+
+def test_declared_text_with_escapes_and_keys_with_escapes(module):
+    encoder = declared(module, {"s": "struct<\"k\u00e9y\": string>", "l": "list<string>"})
+    result = encode(encoder, [b'{"s":{"k\\u00e9y":"a\\nb"},"l":["\\ud83d\\ude00","\\""]}'])
+    assert result.errors == []
+    assert result.batch.to_pylist() == [{"s": {"kéy": "a\nb"}, "l": ["😀", '"']}]
+
+
+def test_encoder_checks_the_schema_it_is_given(module):
+    with pytest.raises(ValueError, match="cannot be declared"):
+        module.Encoder("t", schema=pa.schema([pa.field("x", pa.int32())]))
+    with pytest.raises(TypeError):
+        module.Encoder("t", schema={"x": "int64"})
+
+
+def test_declared_encoding_in_two_threads_gives_the_same_batches():
+    lines = [json.dumps({"id": i, "tags": [str(i), None], "address": {"city": f"c{i}", "zip": i},
+                         "ts": i * 1000}).encode() for i in range(20_000)]
+    data, spans = inputs(lines)
+    expected = declared(compiled).encode(data, spans).batch
+    results = [None, None]
+
+    def work(slot):
+        results[slot] = declared(compiled).encode(data, spans).batch
+
+    threads = [threading.Thread(target=work, args=(slot,)) for slot in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(batch.equals(expected) for batch in results)
+    assert expected.num_rows == 20_000
+
+
+# ---------------------------------------------------------------------------
 # Differential: generated objects and corrupted lines
 
 KEYS = st.sampled_from(["a", "b", "c", "id", "ts", "é", 'q"uote', "sp ace", "😀", "k\\"]) | st.text(min_size=1, max_size=4)
@@ -570,9 +877,10 @@ def json_lines(draw, max_lines=8):
     return lines
 
 
-def assert_same_results(lines_per_call: list[list[bytes]]) -> list[tuple[list[bytes], EncodeResult]]:
-    """Feeds both implementations the same calls; returns the compiled results."""
-    encoders = {name: module.Encoder("t") for name, module in MODULES.items()}
+def assert_same_results(lines_per_call: list[list[bytes]], **kwargs) -> list[tuple[list[bytes], EncodeResult]]:
+    """Feeds both implementations the same calls (Encoder("t", **kwargs));
+    returns the compiled results."""
+    encoders = {name: module.Encoder("t", **kwargs) for name, module in MODULES.items()}
     results = []
     for lines in lines_per_call:
         data, spans = inputs(lines)
@@ -695,3 +1003,93 @@ def test_two_encoders_in_two_threads_give_the_same_batches():
     for thread in threads:
         thread.join()
     assert all(batch.equals(expected) for batch in results)
+
+
+# ---------------------------------------------------------------------------
+# Differential: a declared schema, generated values that fit it or not
+
+DECLARED = {
+    "id": "int64", "price": "float64", "paid": "bool", "note": "string", "ts": "timestamp",
+    "ts_ms": "timestamp[ms]", "day": "date", "payload": "json", "tags": "list<string>",
+    "address": "struct<city: string, zip: int64, geo: struct<lat: float64, lon: float64>>",
+    "items": "list<struct<sku: string, qty: int64, at: timestamp[s], flags: list<bool>>>",
+    "matrix": "list<list<int64>>",
+}
+DECLARED_SCHEMA = declared_schema(DECLARED)
+EPOCH_LIMITS = {"timestamp": 253402300799999999, "timestamp[ms]": 253402300799999, "timestamp[s]": 253402300799}
+DATES = st.dates().map(datetime.date.isoformat) | st.sampled_from(["2024-02-30", "2023-02-29", "0000-01-01"])
+
+
+def fitting(type_string: str):
+    """Values of `type_string` (or null), as json.loads would give them."""
+    if type_string.startswith("list<"):
+        return st.lists(value_of(type_string[5:-1]), max_size=3)
+    if type_string.startswith("struct<"):
+        fields = {}
+        body, depth, start = type_string[7:-1], 0, 0
+        for i, char in enumerate(body + ","):
+            depth += {"<": 1, ">": -1}.get(char, 0)
+            if char == "," and depth == 0:
+                name, child = body[start:i].split(":", 1)
+                fields[name.strip()] = value_of(child.strip())
+                start = i + 1
+        extra = st.dictionaries(st.sampled_from(["other", "x"]), SCALARS, max_size=1)
+        return st.builds(lambda chosen, more: {**more, **chosen},
+                         st.fixed_dictionaries({}, optional=fields), extra)
+    if type_string.startswith("timestamp"):
+        limit = EPOCH_LIMITS[type_string]
+        return TIMESTAMPS | st.integers(-limit // 4, limit)
+    return {
+        "int64": st.integers(-(2**63), 2**63 - 1), "float64": st.floats(allow_nan=False, allow_infinity=False)
+        | st.integers(-(2**70), 2**70), "bool": st.booleans(), "string": st.text(max_size=6) | TIMESTAMPS,
+        "date": DATES, "json": VALUES,
+    }[type_string]
+
+
+def value_of(type_string: str):
+    """Mostly fitting values, sometimes null, now and then (1 in 20) anything at all."""
+    return st.integers(0, 19).flatmap(
+        lambda dice: VALUES if dice == 0 else st.none() if dice < 3 else fitting(type_string))
+
+
+DECLARED_OBJECTS = st.builds(
+    lambda chosen, extra: {**chosen, **extra},
+    st.fixed_dictionaries({}, optional={name: value_of(t) for name, t in DECLARED.items()}),
+    st.dictionaries(st.sampled_from(["extra", "more"]), SCALARS, max_size=1),
+)
+
+
+@st.composite
+def declared_lines(draw, max_lines=6):
+    lines = []
+    for obj in draw(st.lists(DECLARED_OBJECTS, min_size=1, max_size=max_lines)):
+        text = json.dumps(obj, **draw(STYLES)).encode()
+        if obj and draw(st.integers(0, 4)) == 0:  # a repeated key: the first value is not judged
+            key = json.dumps(draw(st.sampled_from(sorted(obj)))).encode()
+            text = b"{" + key + b":" + json.dumps(draw(VALUES)).encode() + b"," + text[1:]
+        lines.append(text)
+    return lines
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(declared_lines(), min_size=1, max_size=3), st.booleans())
+def test_declared_schema_values_agree(calls, strict):
+    for lines, result in assert_same_results(calls, schema=DECLARED_SCHEMA, strict=strict):
+        assert all(reason.startswith("field '") for _, reason in result.errors)
+        rejected = {index for index, _ in result.errors}
+        accepted = [json.loads(line) for i, line in enumerate(lines) if i not in rejected]
+        if result.batch is None:
+            continue
+        assert result.batch.num_rows == len(accepted)
+        assert result.batch.schema.names[:len(DECLARED)] == list(DECLARED)
+        for name in ("id", "paid", "note", "tags", "matrix"):
+            assert result.batch.column(name).to_pylist() == [obj.get(name) for obj in accepted]
+        if strict:
+            assert result.batch.num_columns == len(DECLARED)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(declared_lines(max_lines=5), st.data())
+def test_declared_schema_corrupted_lines_agree(lines, data):
+    broken = [corrupt(line, data) if data.draw(st.booleans()) else line for line in lines]
+    assert_same_results([lines, broken], schema=DECLARED_SCHEMA, strict=data.draw(st.booleans()))

@@ -90,3 +90,42 @@ def test_a_poison_row_is_isolated_by_bisection_and_dead_lettered(start_server, t
     assert any("Constraint" in e.error for e in entries) and any("Conversion" in e.error or "out of range" in e.error.lower() for e in entries)
     with duckdb.connect(str(data_dir / "ingest.duckdb"), read_only=True) as con:
         assert con.execute("SELECT a FROM guarded ORDER BY a").fetchall() == [(1,), (2,), (4,), (5,), (6,), (8,)]
+
+
+DECLARED = """
+[tables.orders]
+strict = false
+[tables.orders.columns]
+id = "int64"
+placed = "timestamp[ms]"
+day = "date"
+items = "list<struct<sku: string, qty: int64>>"
+address = "struct<city: string, zip: string>"
+payload = "json"
+"""
+
+
+@pytest.mark.parametrize("sink", ["duckdb", "parquet"])
+def test_declared_schema_lands_typed_columns(start_server, tmp_path, sink):
+    config = tmp_path / "ingest.toml"
+    config.write_text(DECLARED)
+    server = start_server("--sink", sink, "--config", config, "--flush-interval", 20)
+    body = (b'{"id":1,"placed":1700000000123,"day":"2024-05-01","items":[{"sku":"a","qty":2}],'
+            b'"address":{"city":"Oslo","zip":"0150"},"payload":{"x":[1,2]},"note":"extra"}\n'
+            b'{"id":2,"placed":"2024-05-01T10:00:00+02:00","items":[{"sku":"b","qty":"many"}]}\n'
+            b'{"id":3,"day":"May 1st"}\n')
+    status, reply = server.ingest("orders", body)
+    assert status == 200
+    server.wait_landed("orders", 1)
+    counters = poll(lambda: (c := server.stats("orders"))["buffered"] == 0 and c, what="the batch to settle")
+    assert counters["landed"] == 1 and counters["rejected"] == 2
+    row = server.query("SELECT id, epoch_ms(placed) AS placed, day::VARCHAR AS day, items[1].qty AS qty, "
+                       "address.city AS city, payload->>'$.x[1]' AS x, note FROM orders").to_pylist()
+    assert row == [{"id": 1, "placed": 1700000000123, "day": "2024-05-01", "qty": 2, "city": "Oslo", "x": "2",
+                    "note": "extra"}]
+    assert server.stop() == 0
+    from ingest.deadletter import DeadLetterStore
+
+    store = DeadLetterStore(server.data_dir / "deadletter")
+    errors = sorted(row["error"] for e in store.entries("orders") for row in store.read(e.path).to_pylist())
+    assert errors == ["field 'day': string is not a YYYY-MM-DD date", "field 'items[0].qty': expected int64, got string"]

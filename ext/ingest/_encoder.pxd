@@ -8,6 +8,14 @@
 # loop, with the GIL, each Column's buffers become ArrowBuffers that pyarrow
 # wraps without copying.
 #
+# A declared schema (ingest.schema) adds columns typed up front: they are
+# columns 0..ndeclared-1, first in the schema, and never change type. A
+# declared list or struct owns a tree of Columns in Table.nodes (its element,
+# its fields), filled while the line is checked: the top-level parse only
+# skips the nested value; table_check_line walks it again with
+# convert_value(), appending straight into the nodes, and a rejected line
+# truncates them back (column_truncate).
+#
 # The structs and the two classes (fields, cdef methods) are declared below;
 # the module's C functions are listed after them, in comments only: Cython
 # exports every function a .pxd declares through __pyx_capi__, which takes
@@ -27,6 +35,7 @@ cdef struct GrowBuf:
 
 
 cdef struct Column:
+    # A top-level key's column, or a node below a declared list/struct.
     char *name              # the decoded key (UTF-8, not NUL-terminated), malloc'd
     Py_ssize_t name_len     # bytes at name
     uint64_t hash           # hash_name(name)
@@ -38,8 +47,14 @@ cdef struct Column:
     Py_ssize_t null_count   # nulls among those rows
     bint has_validity       # validity bitmap started (only once a null is written)
     GrowBuf validity        # Arrow validity bitmap, LSB first
-    GrowBuf values          # int64 / double / µs values, bool bitmap, or int32 text offsets
+    GrowBuf values          # int64 / double / timestamp / int32 date values, bool bitmap,
+                            # or int32 offsets (into text, or a list's element rows)
     GrowBuf text            # UTF-8 bytes of string and json columns
+    bint declared           # typed by the declared schema: never retyped or widened
+    int64_t divisor         # declared timestamp: µs per stored unit (1, 1000, 1000000)
+    Column *children        # list: its element node; struct: its field nodes (in Table.nodes)
+    Py_ssize_t nchildren    # 1 for a list, the field count for a struct, else 0
+    int64_t seen_object     # struct field node: Table.object_stamp of the last object that set it
 
 
 cdef struct Field:
@@ -49,6 +64,17 @@ cdef struct Field:
     double float_value      # float64
     const char *text        # string bytes (decoded) or json text, in the line or Parser.unescaped
     Py_ssize_t text_len     # bytes at text
+    const char *raw         # the value's JSON text in the line (declared json columns)
+    Py_ssize_t raw_len      # bytes at raw
+    bint big                # FT_FLOAT64 from an integer literal outside int64
+
+
+cdef struct Frame:
+    # A declared list or struct being converted, for the path in a reason.
+    Column *node            # the list or struct node
+    int64_t index           # list: the element being converted
+    const char *key         # struct: the key being converted, decoded (valid for the line)
+    Py_ssize_t key_len      # bytes at key
 
 
 cdef struct Table:
@@ -66,6 +92,17 @@ cdef struct Table:
     int64_t line_stamp      # counts lines over the table's life, for duplicate keys
     Py_ssize_t rows         # rows accepted into the current batch
     bint schema_changed     # a column got its type or widened since the schema was built
+    Py_ssize_t ndeclared    # columns 0..ndeclared-1 are the declared ones, in schema order
+    bint strict             # an undeclared key rejects the line (at top level and in structs)
+    bint has_nested         # a declared column is a list or struct (rejections roll back nodes)
+    Column *nodes           # every node below declared lists/structs; fixed at init, never moved
+    Py_ssize_t nnodes       # nodes allocated
+    Frame *frames           # lists/structs being converted, outermost first (error paths)
+    Py_ssize_t nframes      # frames in use
+    int64_t object_stamp    # counts objects converted into structs (duplicate keys)
+    Py_ssize_t undeclared_field  # strict: index in `fields` where the line's first
+                            # undeclared key stood, or -1
+    GrowBuf undeclared_name # that key, decoded
 
 
 cdef struct Parser:
@@ -85,7 +122,9 @@ cdef struct LineError:
     Py_ssize_t at           # byte offset within the line (syntax errors)
     int32_t column          # column id (type conflicts, text too large)
     int expected            # FieldType of the column (type conflicts)
-    int got                 # FieldType of the value (type conflicts)
+    int got                 # FieldType of the value; JsonKind for declared columns
+    Py_ssize_t path_at      # declared columns: the field's path in Encoder._paths, UTF-8
+    Py_ssize_t path_len     # its bytes; 0 = the reason names `column`
 
 
 @cython.final
@@ -106,17 +145,24 @@ cdef class Encoder:
     cdef:
         readonly str table  # table name, for messages
         readonly int max_depth  # deepest nesting a line may have
+        readonly bint strict  # lines with undeclared keys are rejected
         Table _table        # columns, their types and this batch's buffers
         Parser _parser      # syntax state, reused line after line
         GrowBuf _errors     # LineError records of the current call
+        GrowBuf _paths      # field paths named by this call's LineErrors
         list _names         # column id -> str name, filled lazily with the GIL
+        list _declared      # declared column id -> its pyarrow.Field, as given
         object _schema      # cached pyarrow.Schema of the typed columns
         bint _busy          # an encode() call is running (an Encoder is not shareable)
 
     cdef int _encode_lines(self, const unsigned char *data, const int64_t *spans,
                            Py_ssize_t nlines) noexcept nogil  # the loop of encode(), GIL released
+    cdef int _declare(self, object schema) except -1  # the declared columns and their nodes
+    cdef Py_ssize_t _init_node(self, Column *c, object declared, Py_ssize_t next_node) except -1
+                                                # types c (and its children from t.nodes[next_node:])
     cdef object _take_batch(self)               # the batch as a RecordBatch (buffers move into it)
-    cdef object _column_array(self, Column *c)  # one column's buffers as a pyarrow Array
+    cdef object _column_array(self, Column *c, object arrow_type)
+                                                # one column's (or node's) buffers as a pyarrow Array
     cdef object _build_schema(self)             # pyarrow.Schema of the typed columns
     cdef str _name(self, int32_t column)        # a column's name as str, cached
     cdef list _error_list(self)                 # this call's LineErrors as (line, reason)
@@ -129,7 +175,7 @@ cdef class Encoder:
 # growable buffers and bitmaps
 #   int buf_reserve(GrowBuf *buf, Py_ssize_t extra)       room for `extra` more bytes
 #   int buf_grow(GrowBuf *buf, Py_ssize_t need)           realloc, doubling (the slow half of buf_reserve)
-#   int buf_append(GrowBuf *buf, const void *src, Py_ssize_t n)
+#   int buf_append(GrowBuf *buf, const void *src, Py_ssize_t n)  inline
 #   void buf_free(GrowBuf *buf)
 #   int bitmap_extend(GrowBuf *bits, Py_ssize_t nbits)    cover nbits bits, the new ones 0
 #   void bitmap_set(GrowBuf *bits, Py_ssize_t i)          inline
@@ -160,8 +206,14 @@ cdef class Encoder:
 #   int scan_key(Parser *ps)                              a nested key and its ':'
 #   int skip_value(Parser *ps, int depth)                 any value, iteratively, with the depth limit
 #   int two_digits(const unsigned char *s)                inline: 0-99, or -1
+#   int64_t days_from_civil(int64_t year, int month, int day)
+#                                                         inline: days since 1970-01-01
+#   int days_in_month(int year, int month)                inline
+#   bint parse_date(const char *text, Py_ssize_t n, int64_t *days)
+#                                                         YYYY-MM-DD -> days since the epoch
 #   bint parse_timestamp(const unsigned char *s, Py_ssize_t n, int64_t *micros)
 #                                                         ISO-8601 -> µs since the epoch, UTC
+#                                                         (one caller, parse_field: gcc inlines it)
 #   int validate_all(Parser *ps, const unsigned char *data, const int64_t *spans,
 #                    Py_ssize_t nlines, GrowBuf *errors)  the loop of validate_lines()
 #   Py_ssize_t check_spans(const int64_t *spans, Py_ssize_t nlines, Py_ssize_t size)
@@ -180,17 +232,47 @@ cdef class Encoder:
 #                                                         inline
 #   int32_t table_find(Table *t, const char *name, Py_ssize_t n, int32_t guess)
 #                                                         the guess, else the hash, else a new column
+#                                                         (-1: no memory; strict table: -2, undeclared)
 #   Field *table_field_slot(Table *t, int32_t column)     where the line's value goes (a repeated
 #                                                         key: its first slot); NULL on OOM
-#   int table_check_line(Table *t, LineError *err)        every value fits its column?
+#   int table_check_line(Table *t, Parser *ps, LineError *err, GrowBuf *paths)
+#                                                         every value fits its column? (converts
+#                                                         declared lists/structs into their nodes)
+#   int line_rejected(Table *t, const Column *root, LineError *err, GrowBuf *paths)
+#                                                         -1: writes the error's path, rolls back nodes
 #   int table_commit_line(Table *t)                       append the line as a row, typing/widening
 #   int table_finish_batch(Table *t)                      pad every typed column to the row count
 #   void table_discard_batch(Table *t)                    drop the batch (after running out of memory)
 #
 # columns
-#   int column_pad(Column *c, Py_ssize_t rows)            append nulls up to `rows`
-#   int column_append(Column *c, const Field *field)      append one checked value
+#   int column_pad(Column *c, Py_ssize_t rows)            append nulls up to `rows` (a struct's
+#                                                         children too)
+#   int column_append(Column *c, const Field *field)      inline: append one checked value
+#   int column_append_row(Column *c)                      a list/struct row whose children are in
+#   void bitmap_truncate(GrowBuf *bits, Py_ssize_t nbits) inline: keep nbits, clear the rest of the byte
+#   void column_truncate(Column *c, Py_ssize_t rows)      drop rows past `rows` (and their children's)
+#   int column_finish(Column *c)                          offsets of empty text/list nodes, recursively
+#   void column_reset(Column *c)                          empty the batch's rows
 #   void column_widen(Column *c)                          int64 -> float64 in place
+#
+# declared columns
+#   int field_kind(const Field *f)                        inline: the JsonKind of a parsed value
+#   int declared_error(LineError *err, int code, int expected, int got)
+#                                                         inline: fills err, returns -1
+#   int declared_convert(const Column *c, Field *f, LineError *err)
+#                                                         a scalar fits the declared type? (and is
+#                                                         put in the form column_append takes)
+#   int declared_field(Table *t, Parser *ps, Column *c, Field *f, LineError *err)
+#                                                         one top-level declared value
+#   int convert_value(Parser *ps, Table *t, Column *node, int depth, LineError *err)
+#                                                         a nested value into a node, recursively
+#   int convert_mismatch(Parser *ps, int expected, LineError *err)
+#                                                         the kind of the value at ps.pos, as error
+#   int convert_list(Parser *ps, Table *t, Column *node, int depth, LineError *err)
+#   int convert_struct(Parser *ps, Table *t, Column *node, int depth, LineError *err)
+#   Column *struct_child(Column *node, const char *key, Py_ssize_t n, Py_ssize_t guess)
+#   int render_path(GrowBuf *out, const Column *root, const Frame *frames, Py_ssize_t n)
+#                                                         "root.key[3]" as UTF-8
 #
 # Python side (with the GIL)
 #   const unsigned char[::1] bytes_view(object data)      any bytes-like input, as bytes

@@ -7,6 +7,11 @@ give identical batches and identical errors.
 Text columns use int32 offsets (pa.string()): a line whose text would take a
 column past 2 GiB within one encode() call is rejected ("... over 2 GiB of
 text in one batch") rather than switching to large_string.
+
+Declared schemas (Encoder(schema=..., strict=...), see ingest.schema and the
+reference module for the rules) are checked, converted and built here too,
+lists and structs as real Arrow arrays (offsets and child arrays) with no
+Python object per value.
 """
 cimport cython
 from cpython.buffer cimport PyBUF_WRITABLE, PyBuffer_FillInfo
@@ -17,6 +22,7 @@ from libc.string cimport memcmp, memcpy, memset
 import pyarrow as pa
 
 from ingest._protocols import EncodeResult
+from ingest.schema import declared_types
 
 __all__ = ["Encoder", "validate_lines"]
 
@@ -64,11 +70,20 @@ cdef extern from *:
 if ingest_init_c_locale() != 0:
     raise ImportError("ingest._encoder: cannot create the C numeric locale")
 
+# Epoch bounds of a declared timestamp given as an integer: years 0001-9999.
+cdef int64_t MIN_MICROS = -62135596800000000   # 0001-01-01T00:00:00Z
+cdef int64_t MAX_MICROS = 253402300799999999   # 9999-12-31T23:59:59.999999Z
+
 cdef double POW10[23]
 POW10[:] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11,
             1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22]
 
-TYPE_NAMES = ("null", "bool", "int64", "float64", "string", "timestamp", "json")
+TYPE_NAMES = ("null", "bool", "int64", "float64", "string", "timestamp", "json", "date", "list",
+              "struct")
+KIND_NAMES = ("null", "bool", "integer", "number", "string", "object", "array")
+DECLARED_KINDS = {"bool": FT_BOOL, "int64": FT_INT64, "float64": FT_FLOAT64, "string": FT_STRING,
+                  "timestamp": FT_TIMESTAMP, "json": FT_JSON, "date": FT_DATE, "list": FT_LIST,
+                  "struct": FT_STRUCT}
 JSON_METADATA = {b"ingest.type": b"json"}
 ARROW_TYPES = (None, pa.bool_(), pa.int64(), pa.float64(), pa.string(),
                pa.timestamp("us", tz="UTC"), pa.string())
@@ -119,7 +134,7 @@ cdef int buf_grow(GrowBuf *buf, Py_ssize_t need) noexcept nogil:
     return 0
 
 
-cdef int buf_append(GrowBuf *buf, const void *src, Py_ssize_t n) noexcept nogil:
+cdef inline int buf_append(GrowBuf *buf, const void *src, Py_ssize_t n) noexcept nogil:
     if buf_reserve(buf, n) < 0:
         return -1
     memcpy(buf.data + buf.len, src, n)
@@ -312,8 +327,9 @@ cdef int parse_line(Parser *ps, Table *table) noexcept nogil:
     cdef Py_ssize_t key_len = 0
     cdef bint build = table != NULL
     cdef int32_t column = -1
-    cdef Field scratch  # the value when only checking syntax
+    cdef Field scratch  # the value when only checking syntax (or of an undeclared key)
     cdef Field *field = &scratch
+    cdef Py_ssize_t value_at
     cdef unsigned char c
     if bad >= 0:
         return fail(ps, E_UTF8, bad)
@@ -347,14 +363,20 @@ cdef int parse_line(Parser *ps, Table *table) noexcept nogil:
             if build:
                 # Keys usually come in the same order as in the last line.
                 column = table_find(table, key, key_len, guess)
-                if column < 0:
+                if column == -1:
                     return fail(ps, E_NO_MEMORY, key_at)
-                if prev < 0:
-                    table.first_guess = column
-                else:
-                    table.columns[prev].next_guess = column
-                prev = column
-                guess = table.columns[column].next_guess
+                if column >= 0:
+                    if prev < 0:
+                        table.first_guess = column
+                    else:
+                        table.columns[prev].next_guess = column
+                    prev = column
+                    guess = table.columns[column].next_guess
+                elif table.undeclared_field < 0:  # strict, and not declared: judged in order
+                    table.undeclared_field = table.nfields
+                    table.undeclared_name.len = 0
+                    if buf_append(&table.undeclared_name, key, key_len) < 0:
+                        return fail(ps, E_NO_MEMORY, key_at)
             skip_ws(ps)
             if ps.pos >= n:
                 return fail(ps, E_END_OF_LINE, n)
@@ -364,11 +386,14 @@ cdef int parse_line(Parser *ps, Table *table) noexcept nogil:
             skip_ws(ps)
             if build:
                 # parsed straight into its slot: no copy of the Field
-                field = table_field_slot(table, column)
+                field = table_field_slot(table, column) if column >= 0 else &scratch
                 if field == NULL:
                     return fail(ps, E_NO_MEMORY, key_at)
+            value_at = ps.pos
             if parse_field(ps, field, build) < 0:
                 return -1
+            field.raw = <const char *>(s + value_at)
+            field.raw_len = ps.pos - value_at
             skip_ws(ps)
             if ps.pos >= n:
                 return fail(ps, E_END_OF_LINE, n)
@@ -603,6 +628,7 @@ cdef int scan_number(Parser *ps, Field *field) noexcept nogil:
             field.int_value = -<int64_t>(mantissa - 1) - 1 if mantissa else 0
             return 0
     field.type = FT_FLOAT64
+    field.big = not is_float
     if exact and mantissa <= (<uint64_t>1) << 53 and -22 <= exp10 <= 22:
         # Both operands are exact doubles: one IEEE operation rounds correctly.
         value = <double>mantissa
@@ -743,14 +769,50 @@ cdef inline int two_digits(const unsigned char *s) noexcept nogil:
     return (s[0] - 48) * 10 + (s[1] - 48)
 
 
+cdef inline int64_t days_from_civil(int64_t year, int month, int day) noexcept nogil:
+    """Days since 1970-01-01 in the proleptic Gregorian calendar."""
+    cdef int64_t y = year - 1 if month <= 2 else year
+    cdef int64_t era = y // 400
+    cdef int64_t yoe = y - era * 400
+    cdef int64_t doy = (153 * (month - 3 if month > 2 else month + 9) + 2) // 5 + day - 1
+    cdef int64_t doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
+cdef inline int days_in_month(int year, int month) noexcept nogil:
+    if month == 2:
+        return 29 if (year % 4 == 0 and year % 100 != 0) or year % 400 == 0 else 28
+    if month == 4 or month == 6 or month == 9 or month == 11:
+        return 30
+    return 31
+
+
+cdef bint parse_date(const char *text, Py_ssize_t n, int64_t *days) noexcept nogil:
+    """YYYY-MM-DD (years 0001-9999) -> days since the epoch."""
+    cdef const unsigned char *s = <const unsigned char *>text
+    cdef int high, low, month, day
+    if n != 10 or s[4] != 45 or s[7] != 45:
+        return False
+    high = two_digits(s)
+    low = two_digits(s + 2)
+    month = two_digits(s + 5)
+    day = two_digits(s + 8)
+    if high < 0 or low < 0 or month < 1 or month > 12 or day < 1:
+        return False
+    if high * 100 + low < 1 or day > days_in_month(high * 100 + low, month):
+        return False
+    days[0] = days_from_civil(high * 100 + low, month, day)
+    return True
+
+
 cdef bint parse_timestamp(const unsigned char *s, Py_ssize_t n, int64_t *micros) noexcept nogil:
     """YYYY-MM-DD[T ]HH:MM:SS[.f{1,9}][Z|+HH:MM|+HHMM|-...] -> µs since the
     epoch, UTC (no offset means UTC; digits past µs are truncated)."""
-    cdef int year, month, day, hour, minute, second, hours, minutes, dim
+    cdef int year, month, day, hour, minute, second, hours, minutes
     cdef int frac_digits = 0
     cdef int64_t frac = 0
     cdef int64_t offset = 0
-    cdef int64_t y, era, yoe, doy, doe, days
+    cdef int64_t days
     cdef Py_ssize_t pos = 19
     if n < 19 or n > 35:
         return False
@@ -770,13 +832,7 @@ cdef bint parse_timestamp(const unsigned char *s, Py_ssize_t n, int64_t *micros)
     if (year < 1 or month < 1 or month > 12 or day < 1 or hour < 0 or hour > 23
             or minute < 0 or minute > 59 or second < 0 or second > 59):
         return False
-    if month == 2:
-        dim = 29 if (year % 4 == 0 and year % 100 != 0) or year % 400 == 0 else 28
-    elif month == 4 or month == 6 or month == 9 or month == 11:
-        dim = 30
-    else:
-        dim = 31
-    if day > dim:
+    if day > days_in_month(year, month):
         return False
     if pos < n and s[pos] == 46:  # '.'
         pos += 1
@@ -808,13 +864,7 @@ cdef bint parse_timestamp(const unsigned char *s, Py_ssize_t n, int64_t *micros)
                 offset = -offset
         else:
             return False
-    # days since 1970-01-01 in the proleptic Gregorian calendar
-    y = year - 1 if month <= 2 else year
-    era = y // 400
-    yoe = y - era * 400
-    doy = (153 * (month - 3 if month > 2 else month + 9) + 2) // 5 + day - 1
-    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
-    days = era * 146097 + doe - 719468
+    days = days_from_civil(year, month, day)
     micros[0] = ((days * 86400 + hour * 3600 + minute * 60 + second) - offset) * 1000000 + frac
     return True
 
@@ -850,10 +900,25 @@ cdef Py_ssize_t check_spans(const int64_t *spans, Py_ssize_t nlines,
 
 
 cdef str reason(const LineError *e, str name, int max_depth):
+    """`name` is the field's name or path (the reference spells out the same text)."""
     if e.code == E_TYPE_CONFLICT:
         return f"field '{name}': expected {TYPE_NAMES[e.expected]}, got {TYPE_NAMES[e.got]}"
     if e.code == E_TEXT_TOO_LARGE:
         return f"field '{name}': over 2 GiB of text in one batch"
+    if e.code == E_DECLARED_TYPE:
+        return f"field '{name}': expected {TYPE_NAMES[e.expected]}, got {KIND_NAMES[e.got]}"
+    if e.code == E_INT_RANGE:
+        return f"field '{name}': integer out of int64 range"
+    if e.code == E_NOT_TIMESTAMP:
+        return f"field '{name}': string is not an ISO-8601 timestamp"
+    if e.code == E_NOT_DATE:
+        return f"field '{name}': string is not a YYYY-MM-DD date"
+    if e.code == E_TIMESTAMP_RANGE:
+        return f"field '{name}': timestamp out of range (years 0001-9999)"
+    if e.code == E_UNDECLARED:
+        return f"field '{name}' is not declared"
+    if e.code == E_LIST_TOO_LONG:
+        return f"field '{name}': over {MAX_LIST_ELEMENTS} list elements in one batch"
     if e.code == E_UTF8:
         return f"invalid UTF-8 at byte {e.at}"
     if e.code == E_EMPTY_LINE:
@@ -873,6 +938,7 @@ cdef str reason(const LineError *e, str name, int max_depth):
 cdef int table_init(Table *t) noexcept nogil:
     memset(t, 0, sizeof(Table))
     t.first_guess = -1
+    t.undeclared_field = -1
     t.schema_changed = True
     t.slots = <int32_t *>calloc(HASH_MIN_SLOTS, sizeof(int32_t))
     if t.slots == NULL:
@@ -883,15 +949,20 @@ cdef int table_init(Table *t) noexcept nogil:
 
 cdef void table_free(Table *t) noexcept nogil:
     cdef Py_ssize_t i
-    for i in range(t.ncolumns):
-        free(t.columns[i].name)
-        buf_free(&t.columns[i].validity)
-        buf_free(&t.columns[i].values)
-        buf_free(&t.columns[i].text)
+    cdef Column *c
+    for i in range(t.ncolumns + t.nnodes):
+        c = &t.columns[i] if i < t.ncolumns else &t.nodes[i - t.ncolumns]
+        free(c.name)
+        buf_free(&c.validity)
+        buf_free(&c.values)
+        buf_free(&c.text)
     free(t.columns)
+    free(t.nodes)
+    free(t.frames)
     free(t.order)
     free(t.slots)
     free(t.fields)
+    buf_free(&t.undeclared_name)
     memset(t, 0, sizeof(Table))
 
 
@@ -970,7 +1041,8 @@ cdef inline bint same_name(const char *a, const char *b, Py_ssize_t n) noexcept 
 
 
 cdef int32_t table_find(Table *t, const char *name, Py_ssize_t n, int32_t guess) noexcept nogil:
-    """Column id of a key: the guess if it matches, else a hash lookup, else a new column."""
+    """Column id of a key: the guess if it matches, else a hash lookup, else a
+    new column (-1: out of memory), or in a strict table -2 (not declared)."""
     cdef Column *c
     cdef uint64_t h
     cdef Py_ssize_t j
@@ -987,6 +1059,8 @@ cdef int32_t table_find(Table *t, const char *name, Py_ssize_t n, int32_t guess)
         if c.hash == h and c.name_len == n and memcmp(c.name, name, n) == 0:
             return id
         j = (j + 1) & (t.nslots - 1)
+    if t.strict:
+        return -2
     return table_add_column(t, name, n, h)
 
 
@@ -1013,17 +1087,25 @@ cdef Field *table_field_slot(Table *t, int32_t column) noexcept nogil:
     return &t.fields[c.slot]
 
 
-cdef int table_check_line(Table *t, LineError *err) noexcept nogil:
-    """Whether every value of the line fits its column; -1 with err filled if not."""
+cdef int table_check_line(Table *t, Parser *ps, LineError *err, GrowBuf *paths) noexcept nogil:
+    """Whether every value of the line fits its column, in order of first
+    appearance; -1 with err filled if not (err.code E_NO_MEMORY: out of
+    memory). Declared lists and structs are converted into their nodes here
+    (the field is then marked null: nothing is left to commit)."""
     cdef Py_ssize_t k
-    cdef const Field *f
-    cdef const Column *c
+    cdef Field *f
+    cdef Column *c
     cdef int target
-    for k in range(t.nfields):
+    cdef Py_ssize_t stop = t.nfields if t.undeclared_field < 0 else t.undeclared_field
+    for k in range(stop):
         f = &t.fields[k]
         if f.type == FT_NONE:
             continue
         c = &t.columns[f.column]
+        if f.column < t.ndeclared:
+            if declared_field(t, ps, c, f, err) < 0:
+                return line_rejected(t, c, err, paths)
+            continue
         target = c.type
         if target == FT_NONE:
             target = f.type
@@ -1036,13 +1118,43 @@ cdef int table_check_line(Table *t, LineError *err) noexcept nogil:
             err.column = f.column
             err.expected = c.type
             err.got = f.type
-            return -1
+            return line_rejected(t, NULL, err, paths)
         if (target == FT_STRING or target == FT_JSON) and c.text.len + f.text_len > MAX_TEXT_BYTES:
             memset(err, 0, sizeof(LineError))
             err.code = E_TEXT_TOO_LARGE
             err.column = f.column
-            return -1
+            return line_rejected(t, NULL, err, paths)
+    if t.undeclared_field >= 0:
+        memset(err, 0, sizeof(LineError))
+        err.code = E_UNDECLARED
+        return line_rejected(t, NULL, err, paths)
     return 0
+
+
+cdef int line_rejected(Table *t, const Column *root, LineError *err, GrowBuf *paths) noexcept nogil:
+    """Finishes a rejection: the path of a declared field's error goes to
+    `paths` (root: the declared column, t.frames the way down), and the
+    declared lists/structs drop what this line put in. Returns -1."""
+    cdef Py_ssize_t i
+    cdef Column *c
+    if err.code == E_NO_MEMORY:
+        return -1  # the whole batch is dropped
+    err.path_at = paths.len
+    if root != NULL:
+        if render_path(paths, root, t.frames, t.nframes) < 0:
+            err.code = E_NO_MEMORY
+            return -1
+    elif err.code == E_UNDECLARED:
+        if buf_append(paths, t.undeclared_name.data, t.undeclared_name.len) < 0:
+            err.code = E_NO_MEMORY
+            return -1
+    err.path_len = paths.len - err.path_at
+    if t.has_nested:
+        for i in range(t.ndeclared):
+            c = &t.columns[i]
+            if c.type == FT_LIST or c.type == FT_STRUCT:
+                column_truncate(c, t.rows)
+    return -1
 
 
 cdef int table_commit_line(Table *t) noexcept nogil:
@@ -1083,21 +1195,18 @@ cdef int table_finish_batch(Table *t) noexcept nogil:
         if (c.type == FT_STRING or c.type == FT_JSON) and c.values.len == 0:
             if buf_append(&c.values, &zero, sizeof(int32_t)) < 0:
                 return -1
+        if (c.type == FT_LIST or c.type == FT_STRUCT) and column_finish(c) < 0:
+            return -1
     return 0
 
 
 cdef void table_discard_batch(Table *t) noexcept nogil:
     """Drops the rows of the current batch (after running out of memory)."""
     cdef Py_ssize_t i
-    cdef Column *c
     for i in range(t.ncolumns):
-        c = &t.columns[i]
-        c.length = 0
-        c.null_count = 0
-        c.has_validity = False
-        c.validity.len = 0
-        c.values.len = 0
-        c.text.len = 0
+        column_reset(&t.columns[i])
+    for i in range(t.nnodes):
+        column_reset(&t.nodes[i])
     t.rows = 0
 
 
@@ -1105,7 +1214,8 @@ cdef void table_discard_batch(Table *t) noexcept nogil:
 # Columns
 
 cdef int column_pad(Column *c, Py_ssize_t rows) noexcept nogil:
-    """Appends nulls until the column has `rows` rows."""
+    """Appends nulls until the column has `rows` rows (a struct's children get
+    a null row each too: they always have as many rows as the struct)."""
     cdef Py_ssize_t k = rows - c.length
     cdef Py_ssize_t i
     cdef int32_t offset
@@ -1124,27 +1234,32 @@ cdef int column_pad(Column *c, Py_ssize_t rows) noexcept nogil:
     if c.type == FT_BOOL:
         if bitmap_extend(&c.values, rows) < 0:
             return -1
-    elif c.type == FT_STRING or c.type == FT_JSON:
+    elif c.type == FT_STRING or c.type == FT_JSON or c.type == FT_LIST:
         if buf_reserve(&c.values, (k + 1) * sizeof(int32_t)) < 0:
             return -1
-        offset = <int32_t>c.text.len
+        offset = <int32_t>(c.children.length if c.type == FT_LIST else c.text.len)
         if c.values.len == 0:
             memcpy(c.values.data, &offset, sizeof(int32_t))
             c.values.len = sizeof(int32_t)
         for i in range(k):
             memcpy(c.values.data + c.values.len, &offset, sizeof(int32_t))
             c.values.len += sizeof(int32_t)
+    elif c.type == FT_STRUCT:
+        for i in range(c.nchildren):
+            if column_pad(&c.children[i], rows) < 0:
+                return -1
     else:
-        if buf_reserve(&c.values, k * 8) < 0:
+        i = 4 if c.type == FT_DATE else 8  # bytes per value
+        if buf_reserve(&c.values, k * i) < 0:
             return -1
-        memset(c.values.data + c.values.len, 0, k * 8)
-        c.values.len += k * 8
+        memset(c.values.data + c.values.len, 0, k * i)
+        c.values.len += k * i
     c.null_count += k
     c.length = rows
     return 0
 
 
-cdef int column_append(Column *c, const Field *field) noexcept nogil:
+cdef inline int column_append(Column *c, const Field *field) noexcept nogil:
     """Appends one checked, non-null value."""
     cdef Py_ssize_t i = c.length
     cdef double d
@@ -1165,6 +1280,10 @@ cdef int column_append(Column *c, const Field *field) noexcept nogil:
             return -1
         if field.int_value:
             bitmap_set(&c.values, i)
+    elif c.type == FT_DATE:
+        offset = <int32_t>field.int_value
+        if buf_append(&c.values, &offset, 4) < 0:
+            return -1
     else:  # string / json: text, then the end offset
         if buf_reserve(&c.values, 2 * sizeof(int32_t)) < 0:
             return -1
@@ -1181,6 +1300,94 @@ cdef int column_append(Column *c, const Field *field) noexcept nogil:
     return 0
 
 
+cdef int column_append_row(Column *c) noexcept nogil:
+    """Appends one non-null list or struct row whose children are already in."""
+    cdef Py_ssize_t i = c.length
+    cdef int32_t offset = 0
+    if c.has_validity:
+        if bitmap_extend(&c.validity, i + 1) < 0:
+            return -1
+        bitmap_set(&c.validity, i)
+    if c.type == FT_LIST:
+        if c.values.len == 0 and buf_append(&c.values, &offset, sizeof(int32_t)) < 0:
+            return -1
+        offset = <int32_t>c.children.length
+        if buf_append(&c.values, &offset, sizeof(int32_t)) < 0:
+            return -1
+    c.length = i + 1
+    return 0
+
+
+cdef inline void bitmap_truncate(GrowBuf *bits, Py_ssize_t nbits) noexcept nogil:
+    """Keeps `nbits` bits, clearing the rest of the last byte (bitmap_set only ORs)."""
+    bits.len = (nbits + 7) >> 3
+    if nbits & 7:
+        bits.data[nbits >> 3] = <char>(<uint8_t>bits.data[nbits >> 3] & ((1 << (nbits & 7)) - 1))
+
+
+cdef void column_truncate(Column *c, Py_ssize_t rows) noexcept nogil:
+    """Drops the rows past `rows` and what their children hold. Also cleans a
+    list/struct whose current row was left half-converted: its children are
+    cut back to the rows it has (a struct's children to its own row count, a
+    list's element node to its last offset)."""
+    cdef Py_ssize_t i, child_rows
+    cdef int32_t offset
+    if rows > c.length:
+        rows = c.length
+    if c.type == FT_LIST:
+        child_rows = 0
+        if c.values.len:
+            memcpy(&offset, c.values.data + rows * sizeof(int32_t), sizeof(int32_t))
+            child_rows = offset
+        column_truncate(c.children, child_rows)
+    elif c.type == FT_STRUCT:
+        for i in range(c.nchildren):
+            column_truncate(&c.children[i], rows)
+    if c.length == rows:
+        return
+    if c.has_validity:
+        for i in range(rows, c.length):
+            if not (<uint8_t>c.validity.data[i >> 3] >> (i & 7)) & 1:
+                c.null_count -= 1
+        bitmap_truncate(&c.validity, rows)
+    if c.type == FT_BOOL:
+        bitmap_truncate(&c.values, rows)
+    elif c.type == FT_STRING or c.type == FT_JSON:
+        memcpy(&offset, c.values.data + rows * sizeof(int32_t), sizeof(int32_t))
+        c.text.len = offset
+        c.values.len = (rows + 1) * sizeof(int32_t)
+    elif c.type == FT_LIST:
+        c.values.len = (rows + 1) * sizeof(int32_t)
+    elif c.type == FT_DATE:
+        c.values.len = rows * 4
+    elif c.type != FT_STRUCT:
+        c.values.len = rows * 8
+    c.length = rows
+
+
+cdef int column_finish(Column *c) noexcept nogil:
+    """Gives every text or list node below c (and c) its first offset, which
+    an Arrow array needs even with no rows."""
+    cdef int32_t zero = 0
+    cdef Py_ssize_t i
+    if (c.type == FT_STRING or c.type == FT_JSON or c.type == FT_LIST) and c.values.len == 0:
+        if buf_append(&c.values, &zero, sizeof(int32_t)) < 0:
+            return -1
+    for i in range(c.nchildren):
+        if column_finish(&c.children[i]) < 0:
+            return -1
+    return 0
+
+
+cdef void column_reset(Column *c) noexcept nogil:
+    c.length = 0
+    c.null_count = 0
+    c.has_validity = False
+    c.validity.len = 0
+    c.values.len = 0
+    c.text.len = 0
+
+
 cdef void column_widen(Column *c) noexcept nogil:
     """int64 -> float64, converting this batch's values in place."""
     cdef Py_ssize_t i
@@ -1191,6 +1398,295 @@ cdef void column_widen(Column *c) noexcept nogil:
         d = <double>v
         memcpy(c.values.data + 8 * i, &d, 8)
     c.type = FT_FLOAT64
+
+
+# ---------------------------------------------------------------------------
+# Declared columns: check, convert, and fill lists and structs
+
+cdef inline int field_kind(const Field *f) noexcept nogil:
+    if f.type == FT_BOOL:
+        return K_BOOL
+    if f.type == FT_INT64:
+        return K_INTEGER
+    if f.type == FT_FLOAT64:
+        return K_INTEGER if f.big else K_NUMBER
+    if f.type == FT_STRING or f.type == FT_TIMESTAMP:
+        return K_STRING
+    if f.type == FT_JSON:
+        return K_OBJECT if f.text[0] == 123 else K_ARRAY
+    return K_NULL
+
+
+cdef inline int declared_error(LineError *err, int code, int expected, int got) noexcept nogil:
+    memset(err, 0, sizeof(LineError))
+    err.code = code
+    err.expected = expected
+    err.got = got
+    return -1
+
+
+cdef int declared_convert(const Column *c, Field *f, LineError *err) noexcept nogil:
+    """Whether a non-null scalar value fits the declared (non-list, non-struct)
+    column c; puts it in the form column_append takes (a float for float64,
+    the stored unit for timestamps, days for dates, the raw text for json).
+    -1 with err filled if it does not fit."""
+    cdef int want = c.type
+    cdef int got = f.type
+    if want == FT_JSON:
+        f.text = f.raw
+        f.text_len = f.raw_len
+        return 0
+    if want == FT_STRING:
+        if got == FT_STRING or got == FT_TIMESTAMP:
+            return 0
+    elif want == FT_INT64:
+        if got == FT_INT64:
+            return 0
+        if got == FT_FLOAT64 and f.big:
+            return declared_error(err, E_INT_RANGE, want, K_INTEGER)
+    elif want == FT_FLOAT64:
+        if got == FT_INT64:
+            f.float_value = <double>f.int_value
+            f.type = FT_FLOAT64
+            return 0
+        if got == FT_FLOAT64:
+            return 0
+    elif want == FT_BOOL:
+        if got == FT_BOOL:
+            return 0
+    elif want == FT_TIMESTAMP:
+        if got == FT_TIMESTAMP:  # µs from ISO-8601: truncated to the unit (floor)
+            if c.divisor != 1:
+                f.int_value = (f.int_value // c.divisor
+                               - (1 if f.int_value % c.divisor < 0 else 0))
+            return 0
+        if got == FT_INT64:  # epoch in the declared unit
+            if not MIN_MICROS // c.divisor <= f.int_value <= MAX_MICROS // c.divisor:
+                return declared_error(err, E_TIMESTAMP_RANGE, want, K_INTEGER)
+            return 0
+        if got == FT_FLOAT64 and f.big:
+            return declared_error(err, E_TIMESTAMP_RANGE, want, K_INTEGER)
+        if got == FT_STRING:
+            return declared_error(err, E_NOT_TIMESTAMP, want, K_STRING)
+    elif want == FT_DATE:
+        if got == FT_STRING or got == FT_TIMESTAMP:
+            if parse_date(f.text, f.text_len, &f.int_value):
+                return 0
+            return declared_error(err, E_NOT_DATE, want, K_STRING)
+    return declared_error(err, E_DECLARED_TYPE, want, field_kind(f))
+
+
+cdef int declared_field(Table *t, Parser *ps, Column *c, Field *f, LineError *err) noexcept nogil:
+    """One non-null top-level value of a declared column: checked (scalars)
+    or converted into the column and its nodes (lists, structs)."""
+    t.nframes = 0
+    if c.type == FT_LIST or c.type == FT_STRUCT:
+        if f.type != FT_JSON:
+            return declared_error(err, E_DECLARED_TYPE, c.type, field_kind(f))
+        if column_pad(c, t.rows) < 0:
+            return declared_error(err, E_NO_MEMORY, 0, 0)
+        ps.pos = <const unsigned char *>f.raw - ps.line
+        if convert_value(ps, t, c, 1, err) < 0:
+            return -1
+        f.type = FT_NONE  # its row is in: nothing to commit
+        return 0
+    if declared_convert(c, f, err) < 0:
+        return -1
+    if (c.type == FT_STRING or c.type == FT_JSON) and c.text.len + f.text_len > MAX_TEXT_BYTES:
+        return declared_error(err, E_TEXT_TOO_LARGE, c.type, 0)
+    return 0
+
+
+cdef int convert_value(Parser *ps, Table *t, Column *node, int depth, LineError *err) noexcept nogil:
+    """Converts the value at ps.pos, whose syntax is already checked, into
+    `node` (appending a row) and its children; `depth` containers are open
+    around it. -1 with err filled (E_NO_MEMORY when out of memory), the path
+    of the failing value in t.frames[:t.nframes]. Recursion is bounded by the
+    declared type's nesting (ingest.schema.MAX_NESTING)."""
+    cdef const unsigned char *s = ps.line
+    cdef Py_ssize_t start
+    cdef unsigned char c
+    cdef Field f
+    skip_ws(ps)
+    start = ps.pos
+    c = s[start]
+    if c == 110:  # null
+        ps.pos += 4
+        if column_pad(node, node.length + 1) < 0:
+            return declared_error(err, E_NO_MEMORY, 0, 0)
+        return 0
+    if node.type == FT_LIST:
+        if c != 91:
+            return convert_mismatch(ps, node.type, err)
+        return convert_list(ps, t, node, depth, err)
+    if node.type == FT_STRUCT:
+        if c != 123:
+            return convert_mismatch(ps, node.type, err)
+        return convert_struct(ps, t, node, depth, err)
+    if node.type == FT_JSON:
+        skip_value(ps, depth)  # cannot fail: checked before
+        f.text = <const char *>(s + start)
+        f.text_len = ps.pos - start
+    else:
+        if c == 123 or c == 91:
+            return convert_mismatch(ps, node.type, err)
+        # (through parse_field, so that parse_timestamp keeps one caller and stays inlined)
+        if parse_field(ps, &f, True) < 0:
+            return declared_error(err, E_NO_MEMORY, 0, 0)  # the syntax is known good
+        if declared_convert(node, &f, err) < 0:
+            return -1
+    if (node.type == FT_STRING or node.type == FT_JSON) and node.text.len + f.text_len > MAX_TEXT_BYTES:
+        return declared_error(err, E_TEXT_TOO_LARGE, node.type, 0)
+    if column_append(node, &f) < 0:
+        return declared_error(err, E_NO_MEMORY, 0, 0)
+    return 0
+
+
+cdef int convert_mismatch(Parser *ps, int expected, LineError *err) noexcept nogil:
+    """The value at ps.pos is not what a list/struct/scalar node takes."""
+    cdef unsigned char c = ps.line[ps.pos]
+    cdef Field f
+    cdef int kind
+    if c == 123:
+        kind = K_OBJECT
+    elif c == 91:
+        kind = K_ARRAY
+    elif c == 34:
+        kind = K_STRING
+    elif c == 116 or c == 102:
+        kind = K_BOOL
+    else:
+        if scan_number(ps, &f) < 0:
+            return declared_error(err, E_NO_MEMORY, 0, 0)
+        kind = field_kind(&f)
+    return declared_error(err, E_DECLARED_TYPE, expected, kind)
+
+
+cdef int convert_list(Parser *ps, Table *t, Column *node, int depth, LineError *err) noexcept nogil:
+    cdef const unsigned char *s = ps.line
+    cdef Column *item = node.children
+    cdef Frame *frame = &t.frames[t.nframes]
+    t.nframes += 1
+    frame.node = node
+    frame.index = 0
+    ps.pos += 1  # '['
+    skip_ws(ps)
+    if s[ps.pos] == 93:  # ']'
+        ps.pos += 1
+    else:
+        while True:
+            if item.length >= MAX_LIST_ELEMENTS:
+                return declared_error(err, E_LIST_TOO_LONG, node.type, 0)
+            if convert_value(ps, t, item, depth + 1, err) < 0:
+                return -1
+            skip_ws(ps)
+            ps.pos += 1
+            if s[ps.pos - 1] == 93:
+                break
+            frame.index += 1  # it was ','
+    t.nframes -= 1
+    if column_append_row(node) < 0:
+        return declared_error(err, E_NO_MEMORY, 0, 0)
+    return 0
+
+
+cdef int convert_struct(Parser *ps, Table *t, Column *node, int depth, LineError *err) noexcept nogil:
+    """Fields by name; a field missing from the object is null, a key the
+    struct does not declare is skipped (rejected in a strict table), a repeated
+    key must fit each time and the last one wins."""
+    cdef const unsigned char *s = ps.line
+    cdef Frame *frame = &t.frames[t.nframes]
+    cdef Py_ssize_t row = node.length  # this object's row, in node and in each child
+    cdef int64_t stamp
+    cdef Column *child
+    cdef Py_ssize_t guess = 0
+    cdef Py_ssize_t i
+    t.object_stamp += 1
+    stamp = t.object_stamp
+    t.nframes += 1
+    frame.node = node
+    frame.key = NULL
+    frame.key_len = 0
+    ps.pos += 1  # '{'
+    skip_ws(ps)
+    if s[ps.pos] == 125:  # '}'
+        ps.pos += 1
+    else:
+        while True:
+            skip_ws(ps)
+            if scan_string(ps, True, &frame.key, &frame.key_len) < 0:
+                return declared_error(err, E_NO_MEMORY, 0, 0)
+            skip_ws(ps)
+            ps.pos += 1  # ':'
+            child = struct_child(node, frame.key, frame.key_len, guess)
+            if child == NULL:
+                if t.strict:
+                    return declared_error(err, E_UNDECLARED, 0, 0)
+                skip_value(ps, depth + 1)  # cannot fail: checked before
+            else:
+                guess = child - node.children + 1  # keys usually come in declared order
+                if child.seen_object == stamp:
+                    column_truncate(child, row)  # a repeated key: drop the earlier value
+                child.seen_object = stamp
+                if convert_value(ps, t, child, depth + 1, err) < 0:
+                    return -1
+            skip_ws(ps)
+            ps.pos += 1
+            if s[ps.pos - 1] == 125:
+                break
+    for i in range(node.nchildren):
+        child = &node.children[i]
+        if child.seen_object != stamp and column_pad(child, row + 1) < 0:
+            return declared_error(err, E_NO_MEMORY, 0, 0)
+    t.nframes -= 1
+    if column_append_row(node) < 0:
+        return declared_error(err, E_NO_MEMORY, 0, 0)
+    return 0
+
+
+cdef Column *struct_child(Column *node, const char *key, Py_ssize_t n, Py_ssize_t guess) noexcept nogil:
+    """The field node of a struct named `key`, trying index `guess` first; or NULL."""
+    cdef Column *c
+    cdef Py_ssize_t i
+    if guess < node.nchildren:
+        c = &node.children[guess]
+        if c.name_len == n and memcmp(c.name, key, n) == 0:
+            return c
+    for i in range(node.nchildren):
+        c = &node.children[i]
+        if c.name_len == n and memcmp(c.name, key, n) == 0:
+            return c
+    return NULL
+
+
+cdef int render_path(GrowBuf *out, const Column *root, const Frame *frames, Py_ssize_t n) noexcept nogil:
+    """The path of a value in a declared column, as in its reasons:
+    root, then ".key" for a struct field and "[i]" for a list element."""
+    cdef char digits[24]
+    cdef Py_ssize_t k, d
+    cdef uint64_t index
+    if buf_append(out, root.name, root.name_len) < 0:
+        return -1
+    for k in range(n):
+        if frames[k].node.type == FT_LIST:
+            index = <uint64_t>frames[k].index
+            d = 24
+            d -= 1
+            digits[d] = 93  # ']'
+            while True:
+                d -= 1
+                digits[d] = <char>(48 + index % 10)
+                index //= 10
+                if index == 0:
+                    break
+            d -= 1
+            digits[d] = 91  # '['
+            if buf_append(out, digits + d, 24 - d) < 0:
+                return -1
+        else:
+            if buf_append(out, ".", 1) < 0 or buf_append(out, frames[k].key, frames[k].key_len) < 0:
+                return -1
+    return 0
 
 
 # ---------------------------------------------------------------------------
@@ -1313,13 +1809,19 @@ cdef class Encoder:
     """Turns one table's NDJSON lines into Arrow record batches, keeping the
     table's column types across calls (see ingest._protocols.Encoder)."""
 
-    def __cinit__(self, str table="", int max_depth=64):
+    def __cinit__(self, str table="", int max_depth=64, schema=None, bint strict=False):
         check_max_depth(max_depth)
+        if strict and schema is None:
+            raise ValueError("strict=True needs a declared schema")
         self.table = table
         self.max_depth = max_depth
+        self.strict = strict
         self._names = []
+        self._declared = []
         if table_init(&self._table) < 0 or parser_init(&self._parser, max_depth) < 0:
             raise MemoryError()
+        if schema is not None:
+            self._declare(schema)
         self._schema = self._build_schema()
         self._table.schema_changed = False
 
@@ -1327,13 +1829,83 @@ cdef class Encoder:
         table_free(&self._table)
         parser_free(&self._parser)
         buf_free(&self._errors)
+        buf_free(&self._paths)
 
     def __repr__(self):
         return f"<ingest._encoder.Encoder table={self.table!r} columns={self._table.ntyped}>"
 
+    cdef int _declare(self, object schema) except -1:
+        """Columns 0..n-1 for the declared fields, typed, first in the schema;
+        the nodes below lists and structs in one array (children contiguous)."""
+        cdef Table *t = &self._table
+        cdef Py_ssize_t nnodes = 0
+        cdef Py_ssize_t next_node = 0
+        cdef Py_ssize_t nesting = 0
+        cdef int32_t column
+        cdef bytes name
+        columns = declared_types(schema, self.max_depth)
+        pending = [declared for _, declared in columns]
+        while pending:  # count the nodes: every list item and struct field, at any depth
+            declared = pending.pop()
+            children = [declared.item] if declared.kind == "list" else [c for _, c in declared.fields]
+            nnodes += len(children)
+            pending.extend(children)
+        for _, declared in columns:
+            nesting = max(nesting, declared.nesting)
+        t.nodes = <Column *>calloc(nnodes if nnodes else 1, sizeof(Column))
+        t.frames = <Frame *>calloc(nesting + 1, sizeof(Frame))
+        if t.nodes == NULL or t.frames == NULL:
+            raise MemoryError()
+        t.nnodes = nnodes
+        for name_str, declared in columns:
+            name = name_str.encode("utf-8")
+            column = table_add_column(t, name, len(name), hash_name(name, len(name)))
+            if column < 0:
+                raise MemoryError()
+            next_node = self._init_node(&t.columns[column], declared, next_node)
+            t.order[t.ntyped] = column
+            t.ntyped += 1
+            t.has_nested = t.has_nested or declared.kind in ("list", "struct")
+        t.ndeclared = len(columns)
+        t.strict = self.strict
+        self._declared = list(schema)
+        return 0
+
+    cdef Py_ssize_t _init_node(self, Column *c, object declared, Py_ssize_t next_node) except -1:
+        """Types column or node c as `declared`; its children take the nodes
+        from t.nodes[next_node:]. Returns the next free node."""
+        cdef Table *t = &self._table
+        cdef Column *child
+        cdef Py_ssize_t i
+        cdef bytes name
+        c.type = DECLARED_KINDS[declared.kind]
+        c.declared = True
+        c.divisor = declared.divisor
+        c.seen_object = -1
+        if declared.kind == "list":
+            children = [("", declared.item)]
+        elif declared.kind == "struct":
+            children = declared.fields
+        else:
+            return next_node
+        c.children = &t.nodes[next_node]
+        c.nchildren = len(children)
+        next_node += len(children)
+        for i, (child_name, child_type) in enumerate(children):
+            child = &c.children[i]
+            name = child_name.encode("utf-8")
+            child.name = <char *>malloc(len(name) if name else 1)
+            if child.name == NULL:
+                raise MemoryError()
+            memcpy(child.name, <const char *>name, len(name))
+            child.name_len = len(name)
+            next_node = self._init_node(child, child_type, next_node)
+        return next_node
+
     @property
     def schema(self):
-        """The table's current schema: typed columns in order of first typing."""
+        """The table's current schema: declared columns first, as given, then
+        the inferred ones in order of first typing."""
         # While encode() runs without the GIL in another thread the columns
         # may move: answer with the schema as of the last finished call.
         if self._table.schema_changed and not self._busy:
@@ -1380,21 +1952,25 @@ cdef class Encoder:
         cdef LineError err
         cdef Py_ssize_t i
         self._errors.len = 0
+        self._paths.len = 0
         for i in range(nlines):
             ps.line = data + spans[2 * i]
             ps.end = spans[2 * i + 1] - spans[2 * i]
             t.line_stamp += 1
             t.nfields = 0
+            t.undeclared_field = -1
             if parse_line(ps, t) < 0:
                 if ps.error == E_NO_MEMORY:
                     return -1
                 memset(&err, 0, sizeof(LineError))
                 err.code = ps.error
                 err.at = ps.error_at
-            elif table_check_line(t, &err) == 0:
+            elif table_check_line(t, ps, &err, &self._paths) == 0:
                 if table_commit_line(t) < 0:
                     return -1
                 continue
+            elif err.code == E_NO_MEMORY:
+                return -1
             err.line = i
             if buf_append(&self._errors, &err, sizeof(LineError)) < 0:
                 return -1
@@ -1414,12 +1990,18 @@ cdef class Encoder:
             if rows == 0:
                 return None
             return _from_arrays([pa.nulls(rows)], names=["_"]).select([])
-        arrays = [self._column_array(&t.columns[t.order[k]]) for k in range(t.ntyped)]
+        arrays = []
+        for k in range(t.ntyped):
+            column = t.order[k]
+            arrow_type = (self._declared[column].type if column < t.ndeclared
+                          else ARROW_TYPES[t.columns[column].type])
+            arrays.append(self._column_array(&t.columns[column], arrow_type))
         return _from_arrays(arrays, schema=schema)
 
-    cdef object _column_array(self, Column *c):
+    cdef object _column_array(self, Column *c, object arrow_type):
         cdef Py_ssize_t rows = c.length
         cdef Py_ssize_t nulls = c.null_count
+        cdef Py_ssize_t i
         validity = None
         if nulls:
             validity = _py_buffer(ArrowBuffer.adopt(&c.validity))
@@ -1431,9 +2013,17 @@ cdef class Encoder:
         if c.type == FT_STRING or c.type == FT_JSON:
             buffers = [validity, _py_buffer(ArrowBuffer.adopt(&c.values)),
                        _py_buffer(ArrowBuffer.adopt(&c.text))]
+        elif c.type == FT_LIST:
+            buffers = [validity, _py_buffer(ArrowBuffer.adopt(&c.values))]
+            item = self._column_array(c.children, arrow_type.value_type)
+            return _from_buffers(arrow_type, rows, buffers, null_count=nulls, children=[item])
+        elif c.type == FT_STRUCT:
+            children = [self._column_array(&c.children[i], arrow_type.field(i).type)
+                        for i in range(c.nchildren)]
+            return _from_buffers(arrow_type, rows, [validity], null_count=nulls, children=children)
         else:
             buffers = [validity, _py_buffer(ArrowBuffer.adopt(&c.values))]
-        return _from_buffers(ARROW_TYPES[c.type], rows, buffers, null_count=nulls)
+        return _from_buffers(arrow_type, rows, buffers, null_count=nulls)
 
     cdef object _build_schema(self):
         cdef Table *t = &self._table
@@ -1442,6 +2032,9 @@ cdef class Encoder:
         fields = []
         for k in range(t.ntyped):
             column = t.order[k]
+            if column < t.ndeclared:
+                fields.append(self._declared[column])
+                continue
             kind = t.columns[column].type
             fields.append(pa.field(self._name(column), ARROW_TYPES[kind],
                                    metadata=JSON_METADATA if kind == FT_JSON else None))
@@ -1464,7 +2057,9 @@ cdef class Encoder:
         for k in range(self._errors.len // <Py_ssize_t>sizeof(LineError)):
             e = (<const LineError *>self._errors.data) + k
             name = None
-            if e.code == E_TYPE_CONFLICT or e.code == E_TEXT_TOO_LARGE:
+            if e.path_len:
+                name = self._paths.data[e.path_at:e.path_at + e.path_len].decode("utf-8")
+            elif e.code == E_TYPE_CONFLICT or e.code == E_TEXT_TOO_LARGE:
                 name = self._name(e.column)
             result.append((e.line, reason(e, name, self.max_depth)))
         return result

@@ -13,6 +13,21 @@ cdef enum FieldType:
     FT_STRING = 4      # string
     FT_TIMESTAMP = 5   # timestamp[us, tz=UTC], from an ISO-8601 string
     FT_JSON = 6        # nested object/array, kept as its original text
+    # declared columns only (ingest.schema):
+    FT_DATE = 7        # date32, from a "YYYY-MM-DD" string
+    FT_LIST = 8        # Arrow list: int32 offsets into its element node
+    FT_STRUCT = 9      # Arrow struct: one child node per field
+
+
+cdef enum JsonKind:
+    # What a value is, as named in the reasons for declared columns.
+    K_NULL = 0
+    K_BOOL = 1
+    K_INTEGER = 2      # an integer literal (no fraction or exponent), of any size
+    K_NUMBER = 3       # a number with a fraction or an exponent
+    K_STRING = 4
+    K_OBJECT = 5
+    K_ARRAY = 6
 
 
 cdef enum ErrorCode:
@@ -38,6 +53,14 @@ cdef enum ErrorCode:
     E_TYPE_CONFLICT = 18          # value does not fit the column's type
     E_TEXT_TOO_LARGE = 19         # a column's text would pass 2 GiB in one batch
     E_NO_MEMORY = 20              # malloc failed: the whole call raises MemoryError
+    # declared columns (the field's path is kept in the LineError):
+    E_DECLARED_TYPE = 21          # value of the wrong kind for the declared type
+    E_INT_RANGE = 22              # int64 column: an integer outside int64
+    E_NOT_TIMESTAMP = 23          # timestamp column: a string that is not ISO-8601
+    E_NOT_DATE = 24               # date column: a string that is not YYYY-MM-DD
+    E_TIMESTAMP_RANGE = 25        # timestamp column: an epoch integer outside years 1-9999
+    E_UNDECLARED = 26             # strict table: a key the schema does not declare
+    E_LIST_TOO_LONG = 27          # a list node would pass 2**31-1 elements in one batch
 
 
 cdef enum:
@@ -45,3 +68,4 @@ cdef enum:
     HASH_MIN_SLOTS = 64           # first size of the column-name hash table
     MAX_TEXT_BYTES = 2147483647   # int32 offsets: text bytes of one column in one batch
     MAX_DEPTH_LIMIT = 100000      # largest max_depth an Encoder accepts
+    MAX_LIST_ELEMENTS = 2147483647  # int32 offsets: elements of one list node in one batch

@@ -28,6 +28,42 @@ Rules, in the order they are applied to a line:
    first non-null value (and only then joins the schema), int64 widens to
    float64 when a float arrives, float64 takes ints as floats, a string column
    takes timestamp-looking strings as text.
+
+Declared schemas (`Encoder(schema=declared_schema({...}), strict=...)`, see
+ingest/schema.py for the type strings):
+
+6. Declared columns come first in the schema, in declared order, are in
+   every batch (null where a line lacks them) and never change type.
+   Undeclared fields are inferred as above and come after them; in a strict
+   table a line with an undeclared field is rejected: "field 'NAME' is not
+   declared", judged in step 4's order like any other field.
+7. A declared field's value is converted, or the line is rejected naming the
+   field's path (`col`, `col.field` inside a struct, `col[i]` for the i-th
+   list element, from 0). null is always accepted (as NULL), anywhere.
+   - int64: an integer literal; outside int64: "integer out of int64 range".
+   - float64: any number (integers become floats, huge ones as by strtod).
+   - bool: true/false. string: a JSON string only (its decoded text).
+   - timestamp[unit] (s, ms, us; UTC): an ISO-8601 string as in rule 5's
+     inference, truncated (floored) to the unit; or an integer, taken as that
+     many units since 1970-01-01T00:00:00Z, within years 0001-9999
+     ("timestamp out of range (years 0001-9999)"). A string that is not a
+     timestamp: "string is not an ISO-8601 timestamp".
+   - date: a "YYYY-MM-DD" string, years 0001-9999 ("string is not a
+     YYYY-MM-DD date").
+   - json: any value, kept as its exact original text (strings with their
+     quotes and escapes).
+   - list<T>: an array; each element converted to T.
+   - struct<...>: an object; its fields converted by name, fields it lacks
+     are NULL, keys the struct does not declare are ignored (in a strict
+     table they reject the line, "field 'col.key' is not declared"). A key
+     repeated inside an object must fit each time; the last one wins.
+   Any other value: "expected TYPE, got KIND", TYPE one of bool, int64,
+   float64, string, timestamp, date, list, struct and KIND one of bool,
+   integer (no fraction or exponent), number, string, object, array.
+   A repeated top-level key is judged on its last value only (rule 4), but a
+   nested value is converted in byte order, so the first problem inside it is
+   the one named. Text and list offsets are int32: "over 2 GiB of text in one
+   batch", "over 2147483647 list elements in one batch".
 """
 from __future__ import annotations
 
@@ -37,6 +73,7 @@ import re
 import pyarrow as pa
 
 from ingest._protocols import EncodeResult
+from ingest.schema import DeclaredType, declared_types
 
 __all__ = ["Encoder", "validate_lines", "TYPE_NAMES"]
 
@@ -53,6 +90,9 @@ ARROW_TYPES = {
 MAX_DEPTH_LIMIT = 100_000
 MAX_TEXT_BYTES = 2**31 - 1  # int32 offsets
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+MAX_LIST_ELEMENTS = 2**31 - 1  # int32 offsets
+MIN_MICROS, MAX_MICROS = -62135596800000000, 253402300799999999  # years 0001-9999
+DATE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})")
 
 BOM = b"\xef\xbb\xbf"
 WHITESPACE = b" \t\n\r"
@@ -111,16 +151,28 @@ def parse_timestamp(text: str) -> int | None:
     return seconds * 1_000_000 + micros
 
 
+def parse_date(text: str) -> int | None:
+    """Days since the epoch of a YYYY-MM-DD date (years 0001-9999), or None."""
+    match = DATE.fullmatch(text)
+    if not match:
+        return None
+    try:
+        return datetime.date(*(int(g) for g in match.groups())).toordinal() - EPOCH_ORDINAL
+    except ValueError:
+        return None
+
+
 class Value:
     """One top-level field value: its inferred type name (None for null) and
     what a column of each possible type stores from it."""
 
-    __slots__ = ("type", "value", "text")
+    __slots__ = ("type", "value", "text", "start")
 
     def __init__(self, type_: str | None, value=None, text: str | None = None):
         self.type = type_
         self.value = value  # bool, int, float, timestamp µs; str for string/json
         self.text = text  # string/json text (also kept for timestamps)
+        self.start = 0  # where the value starts in the line (declared columns read it again)
 
     @classmethod
     def of_string(cls, text: str) -> Value:
@@ -312,6 +364,12 @@ class LineParser:
 
     def field_value(self) -> Value:
         """One top-level value."""
+        start = self.pos
+        value = self._field_value()
+        value.start = start
+        return value
+
+    def _field_value(self) -> Value:
         c = self.peek()
         start = self.pos
         if c == ord('"'):
@@ -427,6 +485,181 @@ def validate_lines(data, spans, max_depth: int = 64) -> list[tuple[int, str]]:
 
 
 # ---------------------------------------------------------------------------
+# Declared columns
+
+
+class Node:
+    """A declared column, or a list element / struct field below one, with
+    what the current batch holds of it (text bytes, list elements): the same
+    int32 limits as the compiled encoder's offsets."""
+
+    def __init__(self, declared: DeclaredType):
+        self.kind = declared.kind
+        self.divisor = declared.divisor
+        self.item = Node(declared.item) if declared.kind == "list" else None
+        self.fields = {name: Node(child) for name, child in declared.fields}
+        self.text = 0  # bytes of text in the batch (string, json)
+        self.elements = 0  # list elements in the batch (of any value, nulls too)
+
+    def subtree(self) -> list[Node]:
+        nodes = [self]
+        for child in ([self.item] if self.item else []) + list(self.fields.values()):
+            nodes.extend(child.subtree())
+        return nodes
+
+
+def _mismatch(path: str, expected: str, kind: str) -> LineRejected:
+    return LineRejected(f"field '{path}': expected {expected}, got {kind}")
+
+
+def _number_kind(raw: bytes) -> str:
+    return "number" if any(c in raw for c in b".eE") else "integer"
+
+
+class Converter:
+    """Converts one line's declared values, in byte order, as the compiled
+    encoder does: into Python values that pa.array builds the columns from."""
+
+    def __init__(self, line: bytes, max_depth: int, strict: bool):
+        self.parser = LineParser(line, max_depth)
+        self.strict = strict
+
+    def value(self, node: Node, path: str, start: int):
+        self.parser.pos = start
+        return self.convert(node, path, 1)
+
+    def convert(self, node: Node, path: str, depth: int):
+        """The value at the parser's position; `depth` containers are open around it."""
+        p = self.parser
+        p.skip_ws()
+        start, c = p.pos, p.s[p.pos]
+        if c == ord("n"):
+            p.literal(b"null")
+            return None
+        if node.kind == "list":
+            if c != ord("["):
+                raise _mismatch(path, "list", self.kind_here())
+            return self.list_(node, path, depth)
+        if node.kind == "struct":
+            if c != ord("{"):
+                raise _mismatch(path, "struct", self.kind_here())
+            return self.struct(node, path, depth)
+        if node.kind == "json":
+            p.skip_value(depth)
+            text = p.s[start:p.pos].decode("utf-8")
+            self.add_text(node, path, p.pos - start)
+            return text
+        if c in b"{[":
+            raise _mismatch(path, node.kind, self.kind_here())
+        if c == ord('"'):
+            kind, token = "string", p.string()
+        elif c in b"tf":
+            kind, token = "bool", c == ord("t")
+            p.literal(b"true" if token else b"false")
+        else:
+            token = p.number()
+            kind = _number_kind(p.s[start:p.pos])
+        return self.scalar(node, path, kind, token)
+
+    def kind_here(self) -> str:
+        c = self.parser.s[self.parser.pos]
+        if c in b"{[":
+            return "object" if c == ord("{") else "array"
+        if c == ord('"'):
+            return "string"
+        if c in b"tf":
+            return "bool"
+        start = self.parser.pos
+        self.parser.number()
+        return _number_kind(self.parser.s[start:self.parser.pos])
+
+    def scalar(self, node: Node, path: str, kind: str, token):
+        want = node.kind
+        if want == "bool" and kind == "bool":
+            return token
+        if want == "int64" and kind == "integer":
+            if isinstance(token, float):  # outside int64
+                raise LineRejected(f"field '{path}': integer out of int64 range")
+            return token
+        if want == "float64" and kind in ("integer", "number"):
+            return float(token)
+        if want == "string" and kind == "string":
+            self.add_text(node, path, len(token.encode("utf-8")))
+            return token
+        if want == "timestamp":
+            if kind == "string":
+                micros = parse_timestamp(token)
+                if micros is None:
+                    raise LineRejected(f"field '{path}': string is not an ISO-8601 timestamp")
+                return micros // node.divisor  # floor: the digits past the unit are dropped
+            if kind == "integer":
+                if isinstance(token, float) or not (
+                        MIN_MICROS // node.divisor <= token <= MAX_MICROS // node.divisor):
+                    raise LineRejected(f"field '{path}': timestamp out of range (years 0001-9999)")
+                return token
+        if want == "date" and kind == "string":
+            days = parse_date(token)
+            if days is None:
+                raise LineRejected(f"field '{path}': string is not a YYYY-MM-DD date")
+            return days
+        raise _mismatch(path, want, kind)
+
+    def list_(self, node: Node, path: str, depth: int) -> list:
+        p = self.parser
+        p.pos += 1
+        p.skip_ws()
+        items = []
+        if p.s[p.pos] == ord("]"):
+            p.pos += 1
+            return items
+        while True:
+            element = f"{path}[{len(items)}]"
+            if node.elements >= MAX_LIST_ELEMENTS:
+                raise LineRejected(f"field '{element}': over {MAX_LIST_ELEMENTS} list elements in one batch")
+            node.elements += 1
+            items.append(self.convert(node.item, element, depth + 1))
+            p.skip_ws()
+            p.pos += 1
+            if p.s[p.pos - 1] == ord("]"):
+                return items
+
+    def struct(self, node: Node, path: str, depth: int) -> dict:
+        p = self.parser
+        p.pos += 1
+        p.skip_ws()
+        values: dict = {}
+        before: dict[str, list] = {}  # per key set here: its nodes' counters before it
+        if p.s[p.pos] == ord("}"):
+            p.pos += 1
+            return values
+        while True:
+            p.skip_ws()
+            key = p.key_and_colon()
+            child = node.fields.get(key)
+            if child is None:
+                if self.strict:
+                    raise LineRejected(f"field '{path}.{key}' is not declared")
+                p.skip_value(depth + 1)
+            else:
+                if key in before:  # repeated: the earlier value no longer counts
+                    for n, text, elements in before[key]:
+                        n.text, n.elements = text, elements
+                else:
+                    before[key] = [(n, n.text, n.elements) for n in child.subtree()]
+                values[key] = self.convert(child, f"{path}.{key}", depth + 1)
+            p.skip_ws()
+            p.pos += 1
+            if p.s[p.pos - 1] == ord("}"):
+                return values
+
+    @staticmethod
+    def add_text(node: Node, path: str, size: int) -> None:
+        if node.text + size > MAX_TEXT_BYTES:
+            raise LineRejected(f"field '{path}': over 2 GiB of text in one batch")
+        node.text += size
+
+
+# ---------------------------------------------------------------------------
 # The table
 
 
@@ -439,51 +672,77 @@ def _fits(column_type: str, value_type: str) -> bool:
 
 class Encoder:
     """Turns one table's NDJSON lines into Arrow record batches, keeping the
-    table's column types across calls (see ingest._protocols.Encoder)."""
+    table's column types across calls (see ingest._protocols.Encoder).
+    `schema` declares columns (rules 6-7), `strict` refuses undeclared fields."""
 
-    def __init__(self, table: str = "", max_depth: int = 64):
+    def __init__(self, table: str = "", max_depth: int = 64, schema: pa.Schema | None = None,
+                 strict: bool = False):
         _check_max_depth(max_depth)
+        if strict and schema is None:
+            raise ValueError("strict=True needs a declared schema")
         self.table = table
         self.max_depth = max_depth
-        self._types: dict[str, str] = {}  # typed columns, in schema order
+        self.strict = strict
+        self._declared_fields = [] if schema is None else list(schema)
+        self._declared: dict[str, Node] = {} if schema is None else {
+            name: Node(declared) for name, declared in declared_types(schema, max_depth)}
+        self._nodes = [n for node in self._declared.values() for n in node.subtree()]
+        self._types: dict[str, str] = {}  # inferred columns, in order of first typing
 
     def __repr__(self):
-        return f"<ingest._reference.encoder.Encoder table={self.table!r} columns={len(self._types)}>"
+        columns = len(self._declared) + len(self._types)
+        return f"<ingest._reference.encoder.Encoder table={self.table!r} columns={columns}>"
 
     @property
     def schema(self) -> pa.Schema:
-        """The table's current schema: typed columns in order of first typing."""
-        return pa.schema([
+        """The table's current schema: declared columns first, as given, then
+        the inferred ones in order of first typing."""
+        return pa.schema(self._declared_fields + [
             pa.field(name, ARROW_TYPES[kind], metadata=JSON_METADATA if kind == "json" else None)
             for name, kind in self._types.items()
         ])
 
     def encode(self, data, spans) -> EncodeResult:
         """Encodes the lines data[spans[2i]:spans[2i+1]] into one record batch."""
-        rows: list[dict[str, Value]] = []
-        text_bytes: dict[str, int] = {}  # per text column, in this batch
+        rows: list[tuple[dict, dict[str, Value]]] = []  # (declared values, all fields) per line
+        text_bytes: dict[str, int] = {}  # per inferred text column, in this batch
         errors = []
+        for node in self._nodes:  # a new batch
+            node.text = node.elements = 0
         for index, line in enumerate(_lines(data, spans)):
+            counters = [(node.text, node.elements) for node in self._nodes]
             try:
                 fields = parse_line(line, self.max_depth)
-                self._check(fields, text_bytes)
+                declared = self._check(line, fields, text_bytes)
             except LineRejected as rejected:
+                for node, (text, elements) in zip(self._nodes, counters):
+                    node.text, node.elements = text, elements
                 errors.append((index, rejected.args[0]))
                 continue
             for name, value in fields.items():
-                if value.type is None:
+                if value.type is None or name in self._declared:
                     continue
                 kind = self._types.setdefault(name, value.type)
                 if kind == "int64" and value.type == "float64":
                     self._types[name] = "float64"
                 if self._types[name] in ("string", "json"):
                     text_bytes[name] = text_bytes.get(name, 0) + len(value.text.encode("utf-8"))
-            rows.append(fields)
+            rows.append((declared, fields))
         return EncodeResult(self._batch(rows), errors)
 
-    def _check(self, fields: dict[str, Value], text_bytes: dict[str, int]) -> None:
+    def _check(self, line: bytes, fields: dict[str, Value], text_bytes: dict[str, int]) -> dict:
+        """Checks the fields in order; returns the declared ones' converted values."""
+        converted = {}
+        converter = None
         for name, value in fields.items():
+            node = self._declared.get(name)
+            if node is None and self.strict:
+                raise LineRejected(f"field '{name}' is not declared")
             if value.type is None:
+                continue
+            if node is not None:
+                converter = converter or Converter(line, self.max_depth, self.strict)
+                converted[name] = converter.value(node, name, value.start)
                 continue
             kind = self._types.get(name, value.type)
             if not _fits(kind, value.type):
@@ -491,17 +750,19 @@ class Encoder:
             if kind in ("string", "json"):
                 if text_bytes.get(name, 0) + len(value.text.encode("utf-8")) > MAX_TEXT_BYTES:
                     raise LineRejected(f"field '{name}': over 2 GiB of text in one batch")
+        return converted
 
-    def _batch(self, rows: list[dict[str, Value]]) -> pa.RecordBatch | None:
+    def _batch(self, rows: list[tuple[dict, dict[str, Value]]]) -> pa.RecordBatch | None:
         schema = self.schema
-        if not self._types:
+        if len(schema) == 0:
             if not rows:
                 return None
             return pa.RecordBatch.from_arrays([pa.nulls(len(rows))], names=["_"]).select([])
-        arrays = []
+        arrays = [pa.array([declared.get(field.name) for declared, _ in rows], type=field.type)
+                  for field in self._declared_fields]
         for name, kind in self._types.items():
             values = []
-            for row in rows:
+            for _, row in rows:
                 value = row.get(name)
                 if value is None or value.type is None:
                     values.append(None)

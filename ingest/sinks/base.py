@@ -87,6 +87,12 @@ def duckdb_type(field: pa.Field) -> str:
         return "DOUBLE"
     if pa.types.is_timestamp(t):
         return "TIMESTAMPTZ" if t.tz else "TIMESTAMP"
+    if pa.types.is_date32(t):
+        return "DATE"
+    if pa.types.is_list(t):
+        return duckdb_type(t.value_field) + "[]"
+    if pa.types.is_struct(t):
+        return "STRUCT(" + ", ".join(f"{quote_identifier(f.name)} {duckdb_type(f)}" for f in t) + ")"
     if pa.types.is_string(t) or pa.types.is_large_string(t):
         return "VARCHAR"
     raise TypeError(f"column {field.name!r}: no DuckDB type for Arrow type {t}")
