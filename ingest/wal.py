@@ -376,14 +376,20 @@ class WriteAheadLog:
         hold off; after that, the next append tries again."""
         return self._failed_at is not None and time.monotonic() - self._failed_at < RETRY_SECONDS
 
-    async def durable(self, lsn: int) -> None:
+    def synced(self, lsn: int) -> asyncio.Future | None:
+        """A future that resolves once `lsn` is durable, or None if it already is."""
         if self.fsync == "off" or lsn <= self._synced_lsn:
-            return
+            return None
         future = self._loop.create_future()
         self._waiters.append((lsn, future))
         if self.fsync == "always":
             self._start_sync()
-        await future
+        return future
+
+    async def durable(self, lsn: int) -> None:
+        future = self.synced(lsn)
+        if future is not None:
+            await future
 
     def _tick(self) -> None:
         if self._written_lsn > self._synced_lsn:

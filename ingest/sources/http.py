@@ -308,8 +308,11 @@ class HttpIngestProtocol(asyncio.Protocol):
         key = headers.get("idempotency-key")
         if key is None:
             status, document, lsn, receipt = self._accept(table, headers, body, callback, {})
-            if wait == "none" or receipt is None or (wait == "received" and not self._needs_fsync(lsn)):
+            synced = self._server.wal.synced(lsn) if wait == "received" and self._needs_fsync(lsn) else None
+            if wait == "none" or receipt is None or (wait == "received" and synced is None):
                 return self._reply(status if wait != "none" or receipt is None else 202, document, receipt, keep_alive)
+            if synced is not None:  # the common case, answered from a callback: no task per request
+                return self._reply_when_synced(synced, status, document, receipt)
             return self._answer_when(wait, timeout, status, document, lsn, receipt)
         digest = hashlib.sha256(table.encode() + b"\0" + body).hexdigest()
         keys = self._server.idempotency
@@ -336,6 +339,18 @@ class HttpIngestProtocol(asyncio.Protocol):
     def _reply(status: int, document: dict, receipt, keep_alive: bool) -> bytes:
         headers = ((RECEIPT_HEADER, receipt.id),) if receipt is not None else ()
         return render_response(status, json_body(document), JSON_TYPE, keep_alive, headers)
+
+    def _reply_when_synced(self, synced: asyncio.Future, status: int, document: dict, receipt) -> asyncio.Future:
+        reply = self._server.loop.create_future()
+
+        def answer(done: asyncio.Future) -> None:
+            if done.exception() is not None:
+                reply.set_exception(HttpError(503, f"the write-ahead log could not be written: {done.exception()}"))
+            else:
+                reply.set_result((status, json_body(document), JSON_TYPE, ((RECEIPT_HEADER, receipt.id),)))
+
+        synced.add_done_callback(answer)
+        return reply
 
     async def _answer_when(self, wait: str, timeout: float, status: int, document: dict, lsn, receipt):
         """received: once the lines are in the write-ahead log (fsynced per
