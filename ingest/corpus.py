@@ -22,17 +22,22 @@ def _timestamp(i: int) -> str:
     return f"2024-{1 + day % 12:02d}-{1 + day % 28:02d}T{hour:02d}:{minute:02d}:{second:02d}.{millis:03d}Z"
 
 
-def event_line(i: int, rng: random.Random) -> str:
-    """One event as a JSON line (without newline); `id` is `i`."""
-    timestamp = _timestamp(i)
+def _event(i: int, rng: random.Random, nested: bool) -> str:
     optional = f',"coupon":"C{rng.randrange(10_000):04d}"' if i % 3 == 0 else ""
-    return (
-        f'{{"id":{i},"ts":"{timestamp}","user_id":{rng.randrange(1_000_000)},'
+    head = (
+        f'{{"id":{i},"ts":"{_timestamp(i)}","user_id":{rng.randrange(1_000_000)},'
         f'"event":"{EVENT_NAMES[i % len(EVENT_NAMES)]}","amount":{rng.randrange(100_000) / 100},'
         f'"ok":{"true" if i % 5 else "false"},"country":"{COUNTRIES[i % len(COUNTRIES)]}",'
-        f'"context":{{"plan":"{PLANS[i % len(PLANS)]}","session":"s{rng.randrange(1 << 30):09x}","retries":{i % 4}}}'
-        f'{optional},"path":"/app/item/{rng.randrange(100_000)}"}}'
     )
+    plan, session, retries = PLANS[i % len(PLANS)], f"s{rng.randrange(1 << 30):09x}", i % 4
+    context = (f'"context":{{"plan":"{plan}","session":"{session}","retries":{retries}}}' if nested else
+               f'"context_plan":"{plan}","context_session":"{session}","context_retries":{retries}')
+    return f'{head}{context}{optional},"path":"/app/item/{rng.randrange(100_000)}"}}'
+
+
+def event_line(i: int, rng: random.Random) -> str:
+    """One event as a JSON line (without newline); `id` is `i`."""
+    return _event(i, rng, nested=True)
 
 
 def ndjson(count: int, seed: int = 0, start: int = 0) -> bytes:
@@ -44,14 +49,7 @@ def ndjson(count: int, seed: int = 0, start: int = 0) -> bytes:
 def flat_event_line(i: int, rng: random.Random) -> str:
     """`event_line` without nesting: `context`'s fields become top-level
     `context_plan`, `context_session`, `context_retries`. Same draws from `rng`."""
-    optional = f',"coupon":"C{rng.randrange(10_000):04d}"' if i % 3 == 0 else ""
-    return (
-        f'{{"id":{i},"ts":"{_timestamp(i)}","user_id":{rng.randrange(1_000_000)},'
-        f'"event":"{EVENT_NAMES[i % len(EVENT_NAMES)]}","amount":{rng.randrange(100_000) / 100},'
-        f'"ok":{"true" if i % 5 else "false"},"country":"{COUNTRIES[i % len(COUNTRIES)]}",'
-        f'"context_plan":"{PLANS[i % len(PLANS)]}","context_session":"s{rng.randrange(1 << 30):09x}",'
-        f'"context_retries":{i % 4}{optional},"path":"/app/item/{rng.randrange(100_000)}"}}'
-    )
+    return _event(i, rng, nested=False)
 
 
 def flat_ndjson(count: int, seed: int = 0, start: int = 0) -> bytes:

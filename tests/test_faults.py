@@ -104,20 +104,13 @@ def test_disk_full_flushes_retry_and_land_once_space_is_freed(start_server, smal
     assert server.query_after_stop("SELECT count(*) AS n, count(DISTINCT id) AS ids FROM events") == [{"n": 5100, "ids": 5100}]
 
 
-def peak_rss(pid: int) -> int:
+def process_memory(pid: int, field: str) -> int:
+    """A /proc/PID/status memory figure in bytes: VmHWM (peak RSS) or VmRSS."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
-    raise AssertionError("no VmHWM")
-
-
-def current_rss(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
 
 
 def test_overload_pauses_inputs_within_the_budget_and_everything_lands(start_server):
@@ -126,7 +119,7 @@ def test_overload_pauses_inputs_within_the_budget_and_everything_lands(start_ser
     server = start_server("--batch-events", 1000, "--flush-interval", 50, "--sink-delay-ms", 100,
                           "--max-buffer-bytes", budget)
     server.http("GET", "/metrics")  # warm up what a scrape loads before the baseline
-    baseline = current_rss(server.proc.pid)
+    baseline = process_memory(server.proc.pid, "VmRSS")
     corpus = ndjson(60_000)
     sender_done = threading.Event()
 
@@ -157,7 +150,7 @@ def test_overload_pauses_inputs_within_the_budget_and_everything_lands(start_ser
     tables = server.assert_accounted()
     assert tables["events"] == {"received": 60_000, "landed": 60_000, "rejected": 0, "dead_lettered": 0, "buffered": 0}
     margin = 64 << 20  # encoder output, socket buffers, allocator slack
-    assert peak_rss(server.proc.pid) - baseline < budget + margin
+    assert process_memory(server.proc.pid, "VmHWM") - baseline < budget + margin
     assert server.stop() == 0
     assert server.query_after_stop("SELECT count(DISTINCT id) AS n FROM events") == [{"n": 60_000}]
 
