@@ -7,6 +7,7 @@ Two shapes: `ndjson` (nested: a `context` object, landed as JSON text) and
 from __future__ import annotations
 
 import random
+from array import array
 
 EVENT_NAMES = ("page_view", "click", "signup", "purchase", "logout", "search")
 COUNTRIES = ("DE", "FR", "US", "BR", "JP", "IN", "NG", "AU")
@@ -59,3 +60,14 @@ def flat_ndjson(count: int, seed: int = 0, start: int = 0) -> bytes:
 
 
 SHAPES = {"nested": ndjson, "flat": flat_ndjson}  # shape name -> generator(count, seed, start)
+
+
+def encoder_input(lines: list[bytes]) -> tuple[bytes, array]:
+    """Lines as the encoder takes them: the bytes back to back, and their
+    [start, end, ...] offsets as int64."""
+    offsets = array("q")
+    position = 0
+    for line in lines:
+        offsets.extend((position, position + len(line)))
+        position += len(line)
+    return b"".join(lines), offsets

@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 with atheris.instrument_imports(include=["ingest"]):  # coverage comes from the reference's Python
     import ingest._reference.encoder as reference
+    from ingest.corpus import encoder_input as inputs
     from ingest.corpus import ndjson
     from ingest.schema import declared_schema
 
@@ -61,13 +62,6 @@ SEEDS = [
 ]
 
 
-def inputs(lines: list[bytes]) -> tuple[bytes, array]:
-    offsets = array("q")
-    position = 0
-    for line in lines:
-        offsets.extend((position, position + len(line)))
-        position += len(line)
-    return b"".join(lines), offsets
 
 
 def check_call(lines: list[bytes], fast, slow, declared: bool, strict: bool) -> None:

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 import ingest._encoder as compiled
 import ingest._reference.encoder as reference
 from ingest._protocols import EncodeResult
+from ingest.corpus import encoder_input as inputs
 from ingest.schema import declared_schema
 
 MODULES = {"cython": compiled, "python": reference}
@@ -29,13 +30,6 @@ TIMESTAMP = pa.timestamp("us", tz="UTC")
 JSON_META = {b"ingest.type": b"json"}
 
 
-def inputs(lines: list[bytes]) -> tuple[bytes, array]:
-    offsets = array("q")
-    position = 0
-    for line in lines:
-        offsets.extend((position, position + len(line)))
-        position += len(line)
-    return b"".join(lines), offsets
 
 
 def encode(encoder, lines: list[bytes]) -> EncodeResult:
