@@ -817,22 +817,27 @@ def test_encoder_checks_the_schema_it_is_given(module):
         module.Encoder("t", schema={"x": "int64"})
 
 
+def on_two_threads(work) -> list:
+    """What `work()` returns, run at the same time on two threads (separate encoders)."""
+    results = [None, None]
+
+    def run(slot):
+        results[slot] = work()
+
+    threads = [threading.Thread(target=run, args=(slot,)) for slot in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
 def test_declared_encoding_in_two_threads_gives_the_same_batches():
     lines = [json.dumps({"id": i, "tags": [str(i), None], "address": {"city": f"c{i}", "zip": i},
                          "ts": i * 1000}).encode() for i in range(20_000)]
     data, spans = inputs(lines)
     expected = declared(compiled).encode(data, spans).batch
-    results = [None, None]
-
-    def work(slot):
-        results[slot] = declared(compiled).encode(data, spans).batch
-
-    threads = [threading.Thread(target=work, args=(slot,)) for slot in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert all(batch.equals(expected) for batch in results)
+    assert all(batch.equals(expected) for batch in on_two_threads(lambda: declared(compiled).encode(data, spans).batch))
     assert expected.num_rows == 20_000
 
 
@@ -986,17 +991,7 @@ def test_two_encoders_in_two_threads_give_the_same_batches():
     lines = [json.dumps({"id": i, "s": f"v{i}", "f": i / 3, "j": [i]}).encode() for i in range(20_000)]
     data, spans = inputs(lines)
     expected = compiled.Encoder().encode(data, spans).batch
-    results = [None, None]
-
-    def work(slot):
-        results[slot] = compiled.Encoder().encode(data, spans).batch
-
-    threads = [threading.Thread(target=work, args=(slot,)) for slot in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert all(batch.equals(expected) for batch in results)
+    assert all(batch.equals(expected) for batch in on_two_threads(lambda: compiled.Encoder().encode(data, spans).batch))
 
 
 # ---------------------------------------------------------------------------
