@@ -22,6 +22,17 @@ def kill(server):
     server.proc.wait()
 
 
+def logged_then_killed(start_server, data_dir, *requests: tuple[int, int]):
+    """Acknowledged requests (first id, count) that are in the log but not
+    landed, then kill -9; returns the log's last segment."""
+    server = start_server(*NEVER, data_dir=data_dir)
+    for first, count in requests:
+        assert server.ingest("t", lines_body(first, count))[0] == 200
+    assert server.stats("t")["landed"] == 0
+    kill(server)
+    return segment_paths(data_dir / "wal")[-1]
+
+
 def wal_tool(data_dir, action):
     return subprocess.run([sys.executable, "-m", "ingest", "wal", action, "--data-dir", str(data_dir)],
                           capture_output=True, text=True, timeout=60)
@@ -41,11 +52,7 @@ def test_record_round_trip_and_numeric_segment_order(tmp_path):
 
 def test_buffered_events_are_replayed_after_kill_9(start_server, tmp_path):
     data_dir = tmp_path / "data"
-    server = start_server(*NEVER, data_dir=data_dir)
-    for start in range(0, 300, 100):
-        assert server.ingest("t", lines_body(start, 100))[0] == 200  # acknowledged: in the log, not landed
-    assert server.stats("t")["landed"] == 0
-    kill(server)
+    logged_then_killed(start_server, data_dir, (0, 100), (100, 100), (200, 100))
     server = start_server("--flush-interval", 20, data_dir=data_dir)
     server.wait_landed("t", 300)
     assert server.query("SELECT count(DISTINCT id) AS n FROM t").to_pylist() == [{"n": 300}]
@@ -55,11 +62,7 @@ def test_buffered_events_are_replayed_after_kill_9(start_server, tmp_path):
 
 def test_torn_tail_is_truncated_with_a_warning(start_server, tmp_path):
     data_dir = tmp_path / "data"
-    server = start_server(*NEVER, data_dir=data_dir)
-    server.ingest("t", lines_body(0, 50))
-    server.ingest("t", lines_body(50, 50))
-    kill(server)
-    segment = segment_paths(data_dir / "wal")[-1]
+    segment = logged_then_killed(start_server, data_dir, (0, 50), (50, 50))
     content = segment.read_bytes()
     segment.write_bytes(content[:-10])  # the last record torn, as by a crash mid-write
     check = wal_tool(data_dir, "check")
@@ -75,11 +78,7 @@ def test_torn_tail_is_truncated_with_a_warning(start_server, tmp_path):
 
 def test_corrupt_record_in_the_middle_goes_to_the_dead_letter_store_once(start_server, tmp_path):
     data_dir = tmp_path / "data"
-    server = start_server(*NEVER, data_dir=data_dir)
-    for start in range(0, 300, 100):
-        server.ingest("t", lines_body(start, 100))
-    kill(server)
-    segment = segment_paths(data_dir / "wal")[-1]
+    segment = logged_then_killed(start_server, data_dir, (0, 100), (100, 100), (200, 100))
     content = bytearray(segment.read_bytes())
     scan = scan_segment(segment)
     assert len(scan.records) == 3
@@ -99,11 +98,7 @@ def test_corrupt_record_in_the_middle_goes_to_the_dead_letter_store_once(start_s
 
 def test_wal_repair_tool_mends_a_damaged_log(start_server, tmp_path):
     data_dir = tmp_path / "data"
-    server = start_server(*NEVER, data_dir=data_dir)
-    server.ingest("t", lines_body(0, 10))
-    server.ingest("t", lines_body(10, 10))
-    kill(server)
-    segment = segment_paths(data_dir / "wal")[-1]
+    segment = logged_then_killed(start_server, data_dir, (0, 10), (10, 10))
     content = bytearray(segment.read_bytes())
     content[len(HEADER) + PREFIX.size + 3] ^= 0x01
     segment.write_bytes(bytes(content) + b"\x07\x00")
