@@ -283,8 +283,7 @@ class IngestServer:
         for pool in self._pools:
             pool.shutdown(wait=True)
         self.settings.state_path.unlink(missing_ok=True)
-        totals = {name: p.counters.as_dict(p.buffered) for name, p in self.pipelines.items()}
-        log.info("stopped; per table: %s", json.dumps(totals))
+        log.info("stopped; per table: %s", json.dumps(self.stats()["tables"]))
 
 
 async def _serve(settings: Settings) -> None:
