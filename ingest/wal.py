@@ -8,9 +8,16 @@ any new input is taken.
 
 Layout: DIR/wal/segment-{n}.wal, n counted up from 1 (ordered by its number,
 not by string). A segment is at most `segment_bytes` long (one record may
-overflow it), starts with a 16-byte header naming the format version, and is
-deleted once every record in it has settled. The directory is fsynced when a
-segment is created.
+overflow it), starts with a header naming the format version and the lsn its
+first record gets, and is deleted once every record in it and in every older
+segment has settled (oldest first, so the segments on disk are always
+consecutive: a missing one is damage, reported). The directory is fsynced
+when a segment is created.
+
+Sequence numbers (lsn) are consecutive across the whole log and never reused:
+the next one comes from the last record, or from the newest segment's header
+when every record has been collected, and the server also starts above every
+id in the sink's ledger. A gap in the sequence is reported as lost records.
 
 Record: u32 body length | u32 CRC-32 of the body | body, where the body is
 u64 lsn | u16 table length | u32 line count | u32 meta length | table | meta
@@ -36,8 +43,10 @@ import numpy as np
 log = logging.getLogger("ingest.wal")
 
 MAGIC = b"INGESTWAL"
-VERSION = 1
-HEADER = MAGIC + bytes([VERSION]) + b"\0" * 6  # 16 bytes
+VERSION = 2  # 2: the header carries the segment's first lsn
+VERSION_1_HEADER = 16  # magic, version, padding: segments written before lsns went into the header
+HEADER_TAIL = struct.Struct("<6xQ")  # padding, the first lsn of the segment
+HEADER_SIZE = len(MAGIC) + 1 + HEADER_TAIL.size  # 24 bytes
 PREFIX = struct.Struct("<II")  # body length, CRC-32 of the body
 BODY_HEAD = struct.Struct("<QHII")  # lsn, table length, line count, meta length
 MAX_BODY = 1 << 31
@@ -46,6 +55,10 @@ FSYNC_MODES = ("always", "interval", "off")
 KEYS_FILE = "idempotency-keys.jsonl"
 KEY_MARK = b'"key":'  # in a record's meta when its request carried an Idempotency-Key
 RETRY_SECONDS = 1.0  # after a failed append, inputs hold off this long before trying again
+
+
+def segment_header(first_lsn: int) -> bytes:
+    return MAGIC + bytes([VERSION]) + HEADER_TAIL.pack(first_lsn)
 
 
 def segment_number(path: Path) -> int:
@@ -137,6 +150,7 @@ class Damage:
     reason: str
     raw: bytes = b""  # the bytes that could not be read as records (corrupt records only)
     torn_tail: bool = False
+    kept: bool = False  # set once the damage is safe in the dead-letter store
 
 
 @dataclass
@@ -145,22 +159,29 @@ class SegmentScan:
     records: list[Record] = field(default_factory=list)
     damage: list[Damage] = field(default_factory=list)
     good_length: int = 0  # bytes up to the end of the last good record
+    first_lsn: int | None = None  # from the header (version 2): the lsn its first record got
 
 
 def scan_segment(path: Path) -> SegmentScan:
     """Reads every record it can; never raises on bad content."""
     scan = SegmentScan(path)
     content = path.read_bytes()
-    if len(content) < len(HEADER) or content[:len(MAGIC)] != MAGIC:
+    if len(content) < VERSION_1_HEADER or content[:len(MAGIC)] != MAGIC:
         if content.strip(b"\0"):
             scan.damage.append(Damage(path, 0, "segment header missing or not an ingest WAL", raw=content))
         else:
             scan.damage.append(Damage(path, 0, "empty segment (created, never written)", torn_tail=True))
         return scan
-    if content[len(MAGIC)] != VERSION:
-        scan.damage.append(Damage(path, 0, f"segment format version {content[len(MAGIC)]} is not {VERSION}", raw=content))
+    version = content[len(MAGIC)]
+    if version == VERSION and len(content) >= HEADER_SIZE:
+        scan.first_lsn = HEADER_TAIL.unpack_from(content, len(MAGIC) + 1)[0]
+        offset = HEADER_SIZE
+    elif version == 1:
+        offset = VERSION_1_HEADER
+    else:
+        scan.damage.append(Damage(path, 0, f"segment format version {version} is not {VERSION}", raw=content))
         return scan
-    offset = scan.good_length = len(HEADER)
+    scan.good_length = offset
     size = len(content)
     while offset < size:
         if size - offset < PREFIX.size:
@@ -177,7 +198,7 @@ def scan_segment(path: Path) -> SegmentScan:
             break
         body = content[offset + PREFIX.size:end]
         if zlib.crc32(body) != crc:
-            scan.damage.append(Damage(path, offset, "record checksum mismatch", raw=body))
+            scan.damage.append(Damage(path, offset, "record checksum mismatch" + events_in(body), raw=body))
         else:
             try:
                 scan.records.append(decode_body(body))
@@ -185,6 +206,61 @@ def scan_segment(path: Path) -> SegmentScan:
                 scan.damage.append(Damage(path, offset, f"record body unreadable: {exc}", raw=body))
         offset = scan.good_length = end
     return scan
+
+
+def events_in(body: bytes) -> str:
+    """What a damaged record's head still says it held, for the report."""
+    try:
+        lsn, _, lines, _ = BODY_HEAD.unpack_from(body)
+    except struct.error:
+        return ""
+    return f" (its head says lsn {lsn}, {lines} events; unverified)"
+
+
+@dataclass
+class Gap:
+    """Sequence numbers missing from the log: a deleted or truncated segment,
+    records that could not be read."""
+
+    after: Path  # the segment the gap follows
+    first_lsn: int
+    last_lsn: int
+    missing_segments: tuple = ()  # segment numbers absent between two present ones
+
+    @property
+    def reason(self) -> str:
+        count = self.last_lsn - self.first_lsn + 1
+        segments = (f"; segment(s) {', '.join(map(str, self.missing_segments))} are missing"
+                    if self.missing_segments else "")
+        return (f"{count} record(s) lost from the log, lsn {self.first_lsn}..{self.last_lsn}, after "
+                f"{self.after.name}{segments}: a segment was deleted or cut short")
+
+
+def sequence_gaps(scans: list[SegmentScan]) -> list[Gap]:
+    """Where the log's consecutive lsns jump, across and within segments.
+    A record whose checksum failed accounts for one missing lsn; the
+    records after a torn tail were never acknowledged (an ack waits for the
+    fsync), but a later segment that starts further on shows a cut."""
+    gaps: list[Gap] = []
+    expected = None  # the lsn the next record must have
+    previous: SegmentScan | None = None
+    for scan in scans:
+        unreadable = sum(1 for d in scan.damage if not d.torn_tail)
+        lsns = ([scan.first_lsn] if scan.first_lsn is not None else []) + [r.lsn for r in scan.records]
+        for index, lsn in enumerate(lsns):
+            if expected is not None and lsn > expected:
+                explained = min(unreadable, lsn - expected)
+                unreadable -= explained
+                if lsn - expected > explained:
+                    absent = ()
+                    if previous is not None and index == 0:
+                        absent = tuple(range(segment_number(previous.path) + 1, segment_number(scan.path)))
+                    gaps.append(Gap((previous or scan).path if index == 0 else scan.path,
+                                    expected + explained, lsn - 1, absent))
+            is_header = index == 0 and scan.first_lsn is not None
+            expected = max(expected or 0, lsn if is_header else lsn + 1)
+        previous = scan
+    return gaps
 
 
 def fsync_directory(directory: Path) -> None:
@@ -195,17 +271,37 @@ def fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def rewrite_segment(path: Path, records: list[Record]) -> None:
-    """Replaces a segment, atomically, by one holding only `records`."""
-    temporary = path.with_name("." + path.name + ".tmp")
+TOMBSTONE_META = b'{"damaged":true}'  # a record standing for one that was unreadable and moved out
+
+
+def is_tombstone(record: Record) -> bool:
+    return not record.table
+
+
+def rewrite_segment(scan: SegmentScan) -> None:
+    """Replaces a segment, atomically, by one holding only its readable
+    records, and a tombstone (no table, no lines) in place of each record
+    that was not, so the sequence stays whole and only real losses show."""
+    damaged = sum(1 for d in scan.damage if not d.torn_tail)
+    first_lsn = scan.first_lsn if scan.first_lsn is not None else (scan.records[0].lsn if scan.records else 0)
+    records, expected = [], first_lsn
+    for record in scan.records:
+        while damaged and expected < record.lsn:
+            records.append(Record(expected, "", np.zeros(0, np.int64), b"", TOMBSTONE_META))
+            expected += 1
+            damaged -= 1
+        records.append(record)
+        expected = record.lsn + 1
+    records.extend(Record(expected + i, "", np.zeros(0, np.int64), b"", TOMBSTONE_META) for i in range(damaged))
+    temporary = scan.path.with_name("." + scan.path.name + ".tmp")
     with open(temporary, "wb") as f:
-        f.write(HEADER)
+        f.write(segment_header(first_lsn))
         for record in records:
             f.write(encode_record(record.lsn, record.table, record.spans, record.data, record.meta))
         f.flush()
         os.fsync(f.fileno())
-    os.replace(temporary, path)
-    fsync_directory(path.parent)
+    os.replace(temporary, scan.path)
+    fsync_directory(scan.path.parent)
 
 
 def repair(directory: Path, keep_damage) -> list[Damage]:
@@ -219,8 +315,8 @@ def repair(directory: Path, keep_damage) -> list[Damage]:
         for damage in corrupt:
             keep_damage(damage)
         if corrupt:
-            rewrite_segment(path, scan.records)
-        elif scan.damage and scan.good_length >= len(HEADER):
+            rewrite_segment(scan)
+        elif scan.damage and scan.good_length >= VERSION_1_HEADER:
             with open(path, "r+b") as f:
                 f.truncate(scan.good_length)
                 os.fsync(f.fileno())
@@ -250,10 +346,8 @@ class WriteAheadLog:
         self._written_lsn = 0
         self._synced_lsn = 0
         self._waiters: list[tuple[int, asyncio.Future]] = []
-        self._pending: list[list] = []  # records appended but not yet written, as their parts
-        self._pending_lsns: list[int] = []
-        self._pending_size = 0
-        self._write_scheduled = False
+        self.gaps: list[Gap] = []  # found by recover()
+        self.missing_records = 0  # lsns in those gaps, for /metrics
         self._sync_running = False
         self._sync_pool = ThreadPoolExecutor(1, thread_name_prefix="wal-fsync")
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -263,15 +357,22 @@ class WriteAheadLog:
 
     def recover(self) -> Iterator[Record | Damage]:
         """Yields every readable record and every damage, in log order, and
-        mends the files: torn tails are truncated, unreadable segments set
-        aside. Must run before `open`."""
+        mends the files: torn tails are truncated; a segment's unreadable
+        records are dropped from it once the consumer has kept them (set
+        `kept` on the damage). Gaps in the sequence are in `self.gaps`.
+        Must run before `open`."""
         self.directory.mkdir(parents=True, exist_ok=True)
+        scans = []
         for path in segment_paths(self.directory):
             scan = scan_segment(path)
+            scans.append(scan)
             tables: dict[str, int] = {}
+            if scan.first_lsn is not None:
+                self.next_lsn = max(self.next_lsn, scan.first_lsn)
             for record in scan.records:
-                tables[record.table] = max(tables.get(record.table, 0), record.lsn)
                 self.next_lsn = max(self.next_lsn, record.lsn + 1)
+                if not is_tombstone(record):
+                    tables[record.table] = max(tables.get(record.table, 0), record.lsn)
             for damage in scan.damage:
                 if damage.torn_tail:
                     self.torn_tails += 1
@@ -279,96 +380,95 @@ class WriteAheadLog:
                 else:
                     self.corrupt_records += 1
                     log.error("wal %s: %s at byte %d; moved to the dead-letter store", path.name, damage.reason, damage.offset)
-            if any(d.torn_tail for d in scan.damage) and scan.good_length >= len(HEADER):
+            if any(d.torn_tail for d in scan.damage) and scan.good_length >= VERSION_1_HEADER:
                 with open(path, "r+b") as f:
                     f.truncate(scan.good_length)
                     os.fsync(f.fileno())
             self._segments[path] = tables
             self._segment_keys[path] = [r.meta for r in scan.records if KEY_MARK in r.meta]
-            yield from scan.records
+            yield from (record for record in scan.records if not is_tombstone(record))
             corrupt = [d for d in scan.damage if not d.torn_tail]
             yield from corrupt
-            if corrupt:
+            if corrupt and all(d.kept for d in corrupt):
                 # the consumer has kept the damage by now: drop it from the log, so it is kept once
-                rewrite_segment(path, scan.records)
+                try:
+                    rewrite_segment(scan)
+                except OSError as exc:
+                    log.error("wal %s: cannot rewrite without its damage (%s); it is reported again next start",
+                              path.name, exc)
+        self.gaps = sequence_gaps(scans)
+        for gap in self.gaps:
+            self.missing_records += gap.last_lsn - gap.first_lsn + 1
+            log.error("wal: %s", gap.reason)
+
+    def start_above(self, lsn: int) -> None:
+        """The next record gets a number above `lsn` (the highest one the
+        sink's ledger or the dead-letter store knows), so a fresh or emptied
+        log can never reuse an id that has landed."""
+        self.next_lsn = max(self.next_lsn, lsn + 1)
 
     # appending
 
     def open(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Starts a fresh segment after the ones recovered."""
+        """Starts a fresh segment after the ones recovered. When it cannot be
+        created (a full disk), the log starts unavailable: inputs hold off
+        and each append tries again once RETRY_SECONDS have passed."""
         self._loop = loop
-        self._rotate()
+        try:
+            self._rotate()
+        except OSError as exc:
+            self._failed(exc)
         if self.fsync == "interval":
             self._ticker = loop.call_later(self._interval, self._tick)
 
     def append(self, table: str, spans: np.ndarray, data, meta: bytes = b"") -> int:
-        """Logs one group of lines; returns its lsn. Durable per the fsync
-        mode once `durable(lsn)` returns. With fsync on, the records of one
-        loop iteration are written together (one writev for many small HTTP
-        requests); with fsync off, each is written at once, so a process
-        crash loses nothing."""
+        """Logs one group of lines, written at once; returns its lsn. Durable
+        per the fsync mode once `durable(lsn)` returns. Raises WalUnavailable,
+        having written nothing, when it cannot be written: the caller must
+        not acknowledge the lines. An lsn is used only by a record written."""
         if self._failed_at is not None and self.unavailable:
             raise WalUnavailable("the write-ahead log could not be written a moment ago")
+        try:
+            if self._fd is None or self._segment_size >= self.segment_bytes:
+                self._rotate()
+        except OSError as exc:
+            self._failed(exc)
+            raise WalUnavailable(str(exc)) from exc
         lsn = self.next_lsn
-        self.next_lsn += 1
         parts = record_parts(lsn, table, spans, data, meta)
-        if self._segment_size + self._pending_size >= self.segment_bytes:
-            self._write_pending()
-            self._rotate()
-        if self.fsync == "off":
-            self._write([parts], [lsn])
-        else:
-            # the lines' buffer may move once the loop goes on: keep a copy until written
-            self._pending.append([bytes(part) if isinstance(part, memoryview) else part for part in parts])
-            self._pending_lsns.append(lsn)
-            self._pending_size += sum(len(part) for part in parts)
-            if not self._write_scheduled:
-                self._write_scheduled = True
-                self._loop.call_soon(self._write_pending)
-        tables = self._segments[self._segment]
-        tables[table] = lsn
+        self._write(parts, lsn)
+        self.next_lsn += 1
+        self._segments[self._segment][table] = lsn
         if KEY_MARK in meta:
             self._segment_keys[self._segment].append(bytes(meta))
         return lsn
 
-    def _write_pending(self) -> None:
-        self._write_scheduled = False
-        if self._pending:
-            records, lsns = self._pending, self._pending_lsns
-            self._pending, self._pending_lsns, self._pending_size = [], [], 0
-            try:
-                self._write(records, lsns)
-            except WalUnavailable as exc:
-                self._fail_waiters(lsns, exc)
-
-    def _write(self, records: list[list], lsns: list[int]) -> None:
-        parts = [part for record in records for part in record]
+    def _write(self, parts: list, lsn: int) -> None:
         size = sum(len(part) for part in parts)
         try:
             write_all(self._fd, parts, size)
         except OSError as exc:
-            # Cut the torn records off, so later records follow whole ones.
-            os.ftruncate(self._fd, self._segment_size)
-            self.failed_appends += len(lsns)
-            if self._failed_at is None:
-                log.error("wal: cannot append (%s); input pauses until it can, and what is already "
-                          "buffered is kept in memory only", exc)
-            self._failed_at = time.monotonic()
+            parts.clear()  # the caller releases the lines' buffer as the error goes up
+            # Cut the torn record off, so later records follow whole ones.
+            try:
+                os.ftruncate(self._fd, self._segment_size)
+            except OSError:
+                pass
+            self.failed_appends += 1
+            self._failed(exc)
             raise WalUnavailable(str(exc)) from exc
         if self._failed_at is not None:
             log.warning("wal: appending again")
             self._failed_at = None
         self._segment_size += size
-        self._written_lsn = lsns[-1]
+        self._written_lsn = lsn
         if self.fsync == "off":
-            self._synced_lsn = lsns[-1]
+            self._synced_lsn = lsn
 
-    def _fail_waiters(self, lsns: list[int], exc: Exception) -> None:
-        failed = set(lsns)
-        for lsn, waiter in self._waiters:
-            if lsn in failed and not waiter.done():
-                waiter.set_exception(exc)
-        self._waiters = [(lsn, w) for lsn, w in self._waiters if not w.done()]
+    def _failed(self, exc: OSError) -> None:
+        if self._failed_at is None:
+            log.error("wal: cannot append (%s); inputs are refused until it can", exc)
+        self._failed_at = time.monotonic()
 
     @property
     def unavailable(self) -> bool:
@@ -400,7 +500,6 @@ class WriteAheadLog:
         """Group commit: one fsync covers every record written before it started."""
         if self._sync_running or self._fd is None:
             return
-        self._write_pending()
         if self._written_lsn <= self._synced_lsn:
             self._synced(self._written_lsn, None)
             return
@@ -414,9 +513,9 @@ class WriteAheadLog:
         if future is not None and future.exception() is not None:
             log.error("wal fsync failed: %s", future.exception())
             for lsn, waiter in self._waiters:
-                if not waiter.done():
+                if lsn <= target and not waiter.done():
                     waiter.set_exception(OSError(f"write-ahead log fsync failed: {future.exception()}"))
-            self._waiters.clear()
+            self._waiters = [(lsn, w) for lsn, w in self._waiters if not w.done()]
             return
         self._synced_lsn = max(self._synced_lsn, target)
         still = []
@@ -431,19 +530,25 @@ class WriteAheadLog:
             self._start_sync()
 
     def _rotate(self) -> None:
-        self._write_pending()
+        """Closes the current segment (fsynced) and starts the next one,
+        whose header records the lsn its first record will get."""
+        paths = segment_paths(self.directory)
+        number = segment_number(paths[-1]) + 1 if paths else 1
+        path = self.directory / f"segment-{number:010d}.wal"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        try:
+            os.write(fd, segment_header(self.next_lsn))
+            os.fsync(fd)
+            fsync_directory(self.directory)
+        except OSError:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+            raise
         if self._fd is not None:
             os.fsync(self._fd)
             os.close(self._fd)
             self._synced_lsn = self._written_lsn
-        paths = segment_paths(self.directory)
-        number = segment_number(paths[-1]) + 1 if paths else 1
-        path = self.directory / f"segment-{number:010d}.wal"
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
-        os.write(self._fd, HEADER)
-        os.fsync(self._fd)
-        fsync_directory(self.directory)
-        self._segment, self._segment_size = path, len(HEADER)
+        self._fd, self._segment, self._segment_size = fd, path, HEADER_SIZE
         self._segments[path] = {}
         self._segment_keys[path] = []
         self._collect()
@@ -457,14 +562,15 @@ class WriteAheadLog:
             self._collect()
 
     def _collect(self) -> None:
-        for path, tables in list(self._segments.items()):
-            if path == self._segment:
-                continue
-            if all(self._settled.get(table, 0) >= last for table, last in tables.items()):
-                self._save_keys(self._segment_keys.pop(path, []))
-                path.unlink(missing_ok=True)
-                del self._segments[path]
-                log.debug("wal: deleted %s, every record in it settled", path.name)
+        """Deletes settled segments, oldest first and never past one that is
+        not settled, so the segments on disk stay consecutive."""
+        for path, tables in sorted(self._segments.items(), key=lambda item: segment_number(item[0])):
+            if path == self._segment or not all(self._settled.get(table, 0) >= last for table, last in tables.items()):
+                return
+            self._save_keys(self._segment_keys.pop(path, []))
+            path.unlink(missing_ok=True)
+            del self._segments[path]
+            log.debug("wal: deleted %s, every record in it settled", path.name)
 
     # idempotency keys outlive the segments that logged them
 
@@ -507,7 +613,6 @@ class WriteAheadLog:
     def close(self) -> None:
         if self._ticker is not None:
             self._ticker.cancel()
-        self._write_pending()
         if self._fd is not None:
             os.fsync(self._fd)
             os.close(self._fd)

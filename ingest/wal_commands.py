@@ -1,14 +1,13 @@
 """`ingest wal check|repair`: inspect and mend the write-ahead log offline."""
 from __future__ import annotations
 
-import json
-import os
 import sys
 from pathlib import Path
 
 from ingest.config import Settings
+from ingest.datadir import DataDirInUse, DataDirLock
 from ingest.deadletter import DeadLetterStore
-from ingest.wal import repair, scan_segment, segment_paths
+from ingest.wal import repair, scan_segment, segment_paths, sequence_gaps
 
 DAMAGE_TABLE = "_wal"
 
@@ -24,25 +23,14 @@ def add_parser(subparsers) -> None:
         action.add_argument("--data-dir", type=Path, default=Path("data"), help="the server's data directory (default: data)")
 
 
-def _server_running(settings: Settings) -> int | None:
-    if not settings.state_path.exists():
-        return None
-    pid = json.loads(settings.state_path.read_text()).get("pid")
-    try:
-        os.kill(pid, 0)
-    except (OSError, TypeError):
-        return None
-    return pid
-
-
 def run(args) -> int:
     settings = Settings(data_dir=args.data_dir)
     paths = segment_paths(settings.wal_dir) if settings.wal_dir.is_dir() else []
     if args.action == "check":
         damaged = 0
-        for path in paths:
-            scan = scan_segment(path)
-            tables = sorted({r.table for r in scan.records})
+        scans = [scan_segment(path) for path in paths]
+        for path, scan in zip(paths, scans):
+            tables = sorted({r.table for r in scan.records if r.table})
             lsns = f"lsn {scan.records[0].lsn}..{scan.records[-1].lsn}" if scan.records else "no records"
             lines = sum(r.lines for r in scan.records)
             print(f"{path.name}: {len(scan.records)} records, {lines} events, {lsns}, tables {', '.join(tables) or '-'}")
@@ -50,16 +38,20 @@ def run(args) -> int:
                 damaged += 1
                 print(f"  damage at byte {damage.offset}: {damage.reason}"
                       + (" (torn tail: truncated on repair)" if damage.torn_tail else " (moved to the dead-letter store on repair)"))
+        for gap in sequence_gaps(scans):
+            damaged += 1
+            print(f"  gap: {gap.reason}")
         print(f"{len(paths)} segment(s), {damaged} damaged place(s)")
         return 1 if damaged else 0
-    pid = _server_running(settings)
-    if pid is not None:
-        print(f"ingest wal: a server (pid {pid}) is running on {args.data_dir}; it mends the log itself on start. "
-              "Stop it before repairing.", file=sys.stderr)
-        return 1
+    try:
+        lock = DataDirLock(settings.data_dir).acquire("`ingest wal repair`")
+    except DataDirInUse as exc:
+        print(f"ingest: error: {exc} (a running server mends the log itself on start)", file=sys.stderr)
+        return 2
     store = DeadLetterStore(settings.data_dir / "deadletter")
-    found = repair(settings.wal_dir, lambda d: store.put_rejected(
-        DAMAGE_TABLE, [d.raw], [d.reason], f"wal {d.segment.name} byte {d.offset}", "write-ahead log damage"))
+    with lock:
+        found = repair(settings.wal_dir, lambda d: store.put_rejected(
+            DAMAGE_TABLE, [d.raw], [d.reason], f"wal {d.segment.name} byte {d.offset}", "write-ahead log damage"))
     for damage in found:
         print(f"{damage.segment.name} byte {damage.offset}: {damage.reason}: "
               + ("truncated" if damage.torn_tail else f"moved to {store.directory / DAMAGE_TABLE}"))
