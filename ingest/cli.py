@@ -220,9 +220,13 @@ def main(argv=None) -> int:
             settings = config.load(args.config, cli_values)
         except ConfigError as exc:
             parser.error(str(exc))
-        from ingest.server import run
+        from ingest.server import StartupError, run
 
-        run(settings)
+        try:
+            run(settings)
+        except StartupError as exc:
+            print(f"ingest: error: {exc}", file=sys.stderr)
+            return 2
         return 0
 
     if args.command == "deadletter":

@@ -17,6 +17,22 @@ from pathlib import Path
 SINKS = ("duckdb", "parquet")
 WAL_FSYNC_MODES = ("always", "interval", "off")
 TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+# Names the server uses itself: the DuckDB ledger and batch view (_ingest_ledger, __ingest_batch), the
+# dead-letter store's write-ahead-log damage and quarantine folders. No client may write to them.
+RESERVED_PREFIXES = ("_ingest", "__ingest")
+RESERVED_NAMES = ("_wal", "_quarantine")
+
+
+def table_name_problem(name: str) -> str | None:
+    """Why `name` cannot be a table, or None when it can."""
+    if not TABLE_NAME.match(name):
+        return (f"invalid table name {name!r}: use letters, digits and _, not starting with a digit, "
+                "at most 63 characters")
+    folded = name.lower()
+    if folded.startswith(RESERVED_PREFIXES) or folded in RESERVED_NAMES:
+        return (f"table name {name!r} is reserved for the server's own use (names starting with "
+                f"{' or '.join(RESERVED_PREFIXES)}, and {', '.join(RESERVED_NAMES)})")
+    return None
 
 
 class ConfigError(ValueError):
@@ -61,8 +77,9 @@ class Settings:
             raise ConfigError(f"wal must be on or off, not {self.wal!r}")
         if self.wal_fsync not in WAL_FSYNC_MODES:
             raise ConfigError(f"wal_fsync must be one of {', '.join(WAL_FSYNC_MODES)}, not {self.wal_fsync!r}")
-        if not TABLE_NAME.match(self.tcp_table):
-            raise ConfigError(f"tcp_table {self.tcp_table!r} is not a valid table name ({TABLE_NAME.pattern})")
+        problem = table_name_problem(self.tcp_table)
+        if problem:
+            raise ConfigError(f"tcp_table: {problem}")
         for name in ("tcp_port", "http_port"):
             if not 0 <= getattr(self, name) <= 65535:
                 raise ConfigError(f"{name} must be between 0 and 65535")
@@ -114,8 +131,9 @@ def _table_configs(tables, config_file) -> dict:
         raise ConfigError(f"{config_file}: [tables] must be a table of tables")
     for name, table in tables.items():
         where = f"{config_file}: [tables.{name}]"
-        if not TABLE_NAME.match(name):
-            raise ConfigError(f"{where}: {name!r} is not a valid table name ({TABLE_NAME.pattern})")
+        problem = table_name_problem(name)
+        if problem:
+            raise ConfigError(f"{where}: {problem}")
         if not isinstance(table, dict) or set(table) - {"strict", "columns"}:
             raise ConfigError(f"{where}: only 'strict' and 'columns' may be set")
         strict = table.get("strict", False)

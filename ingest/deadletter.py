@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import os
 import threading
 import time
@@ -28,9 +29,12 @@ import pyarrow as pa
 
 from ingest.sinks.base import BatchId
 
+log = logging.getLogger("ingest.deadletter")
+
 REJECTED = "rejected"
 FAILED = "failed"
 REPLAYED_SUFFIX = ".replayed"
+QUARANTINE = "_quarantine"  # unreadable files, moved aside: two levels down, out of the entries' glob
 REJECTED_SCHEMA = pa.schema([("line", pa.binary()), ("error", pa.string()), ("source", pa.string())])
 
 
@@ -79,8 +83,9 @@ class DeadLetterStore:
         """(table, batch id) of every entry that finished its batch."""
         found = []
         for path in self.directory.glob("*/*.arrow"):
-            with pa.memory_map(str(path)) as source:
-                meta = pa.ipc.open_file(source).schema.metadata or {}
+            meta = self._metadata(path)
+            if meta is None:
+                continue
             if meta.get(b"ingest.settles") == b"1" and meta.get(b"ingest.batch_id"):
                 batch_id = BatchId.parse(meta[b"ingest.batch_id"].decode())
                 found.append((meta[b"ingest.table"].decode(), BatchId(batch_id.first_lsn, batch_id.last_lsn)))
@@ -115,13 +120,35 @@ class DeadLetterStore:
             return []
         found = []
         for path in sorted(self.directory.glob(f"{table or '*'}/*.arrow")):
-            found.append(self.entry(path))
+            meta = self._metadata(path)
+            if meta is not None:
+                found.append(self.entry(path, meta))
         return found
 
+    def _metadata(self, path: Path) -> dict | None:
+        """An entry's schema metadata; None when the file is not a readable
+        Arrow file, which is then moved aside to DIR/deadletter/{QUARANTINE}/
+        with a warning, so one damaged file never stops the server or the
+        tools."""
+        try:
+            with pa.memory_map(str(path)) as source:
+                return pa.ipc.open_file(source).schema.metadata or {}
+        except (pa.ArrowException, OSError) as exc:
+            target = self.directory / QUARANTINE / path.parent.name / path.name
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(path, target)
+                where = f"moved to {target}"
+            except OSError as move_error:
+                where = f"left in place ({move_error})"
+            log.warning("dead-letter file %s is unreadable (%s); %s", path, exc, where)
+            return None
+
     @staticmethod
-    def entry(path: Path) -> Entry:
-        with pa.memory_map(str(path)) as source:
-            meta = pa.ipc.open_file(source).schema.metadata or {}
+    def entry(path: Path, meta: dict | None = None) -> Entry:
+        if meta is None:
+            with pa.memory_map(str(path)) as source:
+                meta = pa.ipc.open_file(source).schema.metadata or {}
         text = {k.decode(): v.decode() for k, v in meta.items() if k.startswith(b"ingest.")}
         return Entry(
             path=path, table=text.get("ingest.table", path.parent.name), kind=text.get("ingest.kind", "?"),

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ingest.client import IngestError, RetryPolicy, post_ndjson
 from ingest.config import Settings
+from ingest.datadir import DataDirInUse, DataDirLock
 from ingest.deadletter import DeadLetterStore, Entry
 
 REPLAY_RETRY = RetryPolicy(max_retries=30)  # a replay waits out a busy server (429/503) this many times
@@ -148,7 +149,13 @@ def _purge(store: DeadLetterStore, args) -> int:
         if answer.strip().lower() not in ("y", "yes"):
             print("nothing deleted")
             return 1
-    for entry in entries:
-        store.remove(entry)
+    try:
+        lock = DataDirLock(args.data_dir).acquire("`ingest deadletter purge`")
+    except DataDirInUse as exc:
+        print(f"ingest: error: {exc} (a running server may still need these files; stop it first)", file=sys.stderr)
+        return 2
+    with lock:
+        for entry in entries:
+            store.remove(entry)
     print(f"deleted {len(entries)} file(s), {rows} event(s)")
     return 0

@@ -204,11 +204,14 @@ class TablePipeline:
         return lsn
 
     def append_request(self, lines, rejected: list[int], receipt: Receipt | None, meta: bytes) -> int | None:
-        """Appends one HTTP request's accepted lines as a whole: the batch is
+        """Appends one HTTP request's accepted lines as a whole: logged first
+        (WalUnavailable, with nothing buffered, when the log cannot take
+        them: the request must be refused), then buffered; the batch is
         sealed first if they would not fit, so a request is never split
         across batches (nor across write-ahead-log records)."""
         buffer = self.buffer
         count = lines.events - len(rejected)
+        lsn = self._log_request(lines, rejected, meta) if self._context.wal is not None else None
         if buffer.events and (buffer.events + count > buffer.event_limit or buffer.nbytes + lines.nbytes > buffer.byte_limit):
             self.seal("events" if buffer.events + count > buffer.event_limit else "bytes")
         event_limit, byte_limit = buffer.event_limit, buffer.byte_limit
@@ -217,7 +220,22 @@ class TablePipeline:
             buffer.extend(lines, 0, rejected)
         finally:
             buffer.event_limit, buffer.byte_limit = event_limit, byte_limit
-        return self.appended(receipt=receipt, meta=meta)
+        return self.appended(lsn=lsn, receipt=receipt)
+
+    def _log_request(self, lines, rejected: list[int], meta: bytes) -> int:
+        """Logs a request's lines but the rejected ones, as one record."""
+        spans_view, data_view = lines.spans(), lines.data()
+        spans = None
+        try:
+            spans = np.frombuffer(spans_view, np.int64, 2 * lines.events).reshape(-1, 2)
+            if rejected:
+                spans = np.delete(spans, rejected, axis=0)
+            spans = spans.reshape(-1)
+            return self._context.wal.append(self.table, spans, data_view, meta)
+        finally:
+            del spans
+            spans_view.release()
+            data_view.release()
 
     def expedite(self) -> None:
         """A client waits for the buffered lines to land: seal shortly, not

@@ -90,6 +90,10 @@ class ReceiptBook:
         self._receipts[receipt.id] = receipt
         return receipt
 
+    def withdraw(self, receipt: Receipt) -> None:
+        """The request it was issued for was refused after all."""
+        self._receipts.pop(receipt.id, None)
+
     def get(self, receipt_id: str) -> Receipt | None:
         self._prune()
         return self._receipts.get(receipt_id)

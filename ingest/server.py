@@ -21,6 +21,7 @@ import pyarrow as pa
 from ingest import buffer, encoder
 from ingest._select import EVENT_LOOP
 from ingest.config import Settings
+from ingest.datadir import DataDirInUse, DataDirLock
 from ingest.budget import MemoryBudget
 from ingest.deadletter import DeadLetterStore
 from ingest.metrics import Metrics
@@ -52,6 +53,10 @@ def open_sink(settings: Settings):
     return sink
 
 
+class StartupError(Exception):
+    """The server cannot start for a reason the operator can fix; one line."""
+
+
 class IngestServer:
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -77,7 +82,14 @@ class IngestServer:
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
         settings = self.settings
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StartupError(f"cannot create the data directory {settings.data_dir}: {exc.strerror}") from None
+        try:
+            self._lock = DataDirLock(settings.data_dir).acquire("this server")
+        except DataDirInUse as exc:
+            raise StartupError(str(exc)) from None
         self.sink = open_sink(settings)
         if settings.wal == "on":
             self.wal = WriteAheadLog(settings.wal_dir, settings.wal_fsync, settings.wal_fsync_interval,
@@ -114,25 +126,31 @@ class IngestServer:
             await self._recover()
             self.wal.open(self.loop)
         self.pipeline(settings.tcp_table)
-        tcp = await self.loop.create_server(
-            lambda: TcpIngestProtocol(self.pipeline(settings.tcp_table), settings.max_line_bytes,
-                                      self.budget, self._tcp_connections, self.wal),
-            settings.host, settings.tcp_port, reuse_address=True,
-        )
-        http = await self.loop.create_server(
-            lambda: HttpIngestProtocol(self, self._http_connections),
-            settings.host, settings.http_port, reuse_address=True,
-        )
+        tcp = await self._listen("TCP", settings.tcp_port, lambda: TcpIngestProtocol(
+            self.pipeline(settings.tcp_table), settings.max_line_bytes, self.budget, self._tcp_connections, self.wal))
+        http = await self._listen("HTTP", settings.http_port, lambda: HttpIngestProtocol(self, self._http_connections))
         self._listeners = [tcp, http]
         self.tcp_port = tcp.sockets[0].getsockname()[1]
         self.http_port = http.sockets[0].getsockname()[1]
-        settings.state_path.write_text(json.dumps({
-            "pid": os.getpid(), "host": settings.host, "sink": self.sink.name,
-            "tcp_port": self.tcp_port, "http_port": self.http_port,
-        }))
+        try:
+            settings.state_path.write_text(json.dumps({
+                "pid": os.getpid(), "host": settings.host, "sink": self.sink.name,
+                "tcp_port": self.tcp_port, "http_port": self.http_port,
+            }))
+        except OSError as exc:
+            log.warning("cannot write %s (%s): `ingest query` will not find this server", settings.state_path, exc)
         log.info("hot path: buffer=%s encoder=%s; sink=%s at %s", buffer.IMPLEMENTATION,
                  encoder.IMPLEMENTATION, self.sink.name, settings.data_dir)
+        for sig in (signal.SIGINT, signal.SIGTERM):  # before the line that says it is up
+            self.loop.add_signal_handler(sig, self.request_stop)
         print(f"ingest: listening tcp={settings.host}:{self.tcp_port} http={settings.host}:{self.http_port}", flush=True)
+
+    async def _listen(self, what: str, port: int, protocol) -> asyncio.AbstractServer:
+        try:
+            return await self.loop.create_server(protocol, self.settings.host, port, reuse_address=True)
+        except OSError as exc:
+            raise StartupError(f"cannot listen for {what} on {self.settings.host}:{port}: {exc.strerror or exc}"
+                               f" (is another server running? choose another --{what.lower()}-port)") from None
 
     async def _recover(self) -> None:
         """Replays the write-ahead log before any input is taken: every record
@@ -142,6 +160,9 @@ class IngestServer:
         ledger = await self.loop.run_in_executor(self._pools[1], self.sink.ledger)
         settled = Ledger.from_ids([(t, BatchId(*r)) for t, ranges in ledger.complete.items() for r in ranges]
                                   + self.dead_letters.settled_ids())
+        # lsns are batch ids: never hand out one that the sink or the dead-letter store already holds
+        self.wal.start_above(max((last for ranges in (*settled.complete.values(), *ledger.partial.values())
+                                  for _, last in ranges), default=0))
         complete = {t: sorted(r) for t, r in settled.complete.items()}
         partial = {t: {first: last for first, last in ranges - settled.complete.get(t, set())}
                    for t, ranges in ledger.partial.items()}
@@ -162,9 +183,14 @@ class IngestServer:
         self.wal.compact_keys(keep)
         for item in self.wal.recover():
             if isinstance(item, Damage):
-                await self.loop.run_in_executor(
-                    self._pools[2], self.dead_letters.put_rejected, WAL_DAMAGE_TABLE, [item.raw], [item.reason],
-                    f"wal {item.segment.name} byte {item.offset}", "write-ahead log damage")
+                try:
+                    await self.loop.run_in_executor(
+                        self._pools[2], self.dead_letters.put_rejected, WAL_DAMAGE_TABLE, [item.raw], [item.reason],
+                        f"wal {item.segment.name} byte {item.offset}", "write-ahead log damage")
+                    item.kept = True
+                except OSError as exc:
+                    log.error("wal %s: cannot keep damaged bytes in the dead-letter store (%s); they stay in the log",
+                              item.segment.name, exc)
                 continue
             record = item
             last_seen[record.table] = max(last_seen.get(record.table, 0), record.lsn)
@@ -247,8 +273,6 @@ class IngestServer:
         self._stop_requested.set()
 
     async def serve_until_stopped(self) -> None:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self.loop.add_signal_handler(sig, self.request_stop)
         await self._stop_requested.wait()
         await self.stop()
 
@@ -283,6 +307,7 @@ class IngestServer:
         for pool in self._pools:
             pool.shutdown(wait=True)
         self.settings.state_path.unlink(missing_ok=True)
+        self._lock.release()
         log.info("stopped; per table: %s", json.dumps(self.stats()["tables"]))
 
 

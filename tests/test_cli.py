@@ -32,7 +32,7 @@ def test_command_line_beats_environment_beats_toml_file(tmp_path):
     ('sink = "kafka"\n', {}, "sink must be one of"),
     ("unknown_thing = 1\n", {}, "unknown setting"),
     ("", {"INGEST_BATCH_EVENTS": "many"}, "INGEST_BATCH_EVENTS"),
-    ('tcp_table = "a b"\n', {}, "not a valid table name"),
+    ('tcp_table = "a b"\n', {}, "invalid table name"),
 ])
 def test_bad_settings_are_named(tmp_path, toml, env, message):
     path = tmp_path / "bad.toml"

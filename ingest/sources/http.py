@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import math
 import logging
 import zlib
 from collections import deque
@@ -25,10 +26,11 @@ from urllib.parse import parse_qs
 import httptools
 
 from ingest.buffer import BatchBuffer, LineFramer, split_json_array
-from ingest.config import TABLE_NAME
+from ingest.config import table_name_problem
 from ingest.encoder import validate_lines
 from ingest.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ingest.receipts import IdempotencyConflict
+from ingest.wal import WalUnavailable
 from ingest.webhooks import CallbackRefused
 
 log = logging.getLogger("ingest.http")
@@ -43,6 +45,7 @@ DEFAULT_WAIT = "received"
 DEFAULT_FLUSH_TIMEOUT = "30"  # seconds a wait=flushed request waits before answering 504
 INGEST_PREFIX = "/v1/ingest/"
 UTF8_BOM = b"\xef\xbb\xbf"
+GZIP_MAGIC = b"\x1f\x8b"
 LINGER_SECONDS = 5  # how long a refused client may go on sending before we close
 RETRY_AFTER_SECONDS = 1  # what 429 and 503 ask a client to wait
 
@@ -154,9 +157,7 @@ class HttpIngestProtocol(asyncio.Protocol):
         limit = self._server.settings.max_body_bytes
         if self._inflate is not None:
             try:
-                chunk = self._inflate.decompress(chunk, limit - self._body_size + 1)
-                if self._inflate.unconsumed_tail:
-                    raise OverflowError
+                chunk = self._gunzip(chunk, limit - self._body_size + 1)
             except zlib.error as exc:
                 self._early_error = HttpError(400, f"invalid gzip body: {exc}")
                 return
@@ -168,6 +169,26 @@ class HttpIngestProtocol(asyncio.Protocol):
             self._answer_and_close(self._too_large())
             return
         self._body.append(chunk)
+
+    def _gunzip(self, chunk: bytes, room: int) -> bytes:
+        """Inflates a piece of a gzip body. Members back to back (`cat a.gz
+        b.gz`) are one body, as gzip -d reads them; bytes after the last
+        member that are not another member are an error, not ignored."""
+        pieces = []
+        while chunk:
+            if room <= 0:
+                raise OverflowError
+            if self._inflate.eof:
+                if not GZIP_MAGIC.startswith(chunk[:2]):
+                    raise zlib.error("trailing bytes after the gzip stream")
+                self._inflate = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+            piece = self._inflate.decompress(chunk, room)
+            if self._inflate.unconsumed_tail:
+                raise OverflowError
+            room -= len(piece)
+            pieces.append(piece)
+            chunk = self._inflate.unused_data
+        return b"".join(pieces)
 
     def on_message_complete(self) -> None:
         if self._closing:
@@ -289,8 +310,9 @@ class HttpIngestProtocol(asyncio.Protocol):
     def _ingest_request(self, table: str, query: bytes | None, headers: dict, body: bytes, keep_alive: bool):
         """POST /v1/ingest/{table}: answers now (bytes) when nothing needs
         waiting for, else a coroutine that answers once it may."""
-        if not TABLE_NAME.match(table):
-            raise HttpError(400, f"invalid table name {table!r}: use letters, digits and _, not starting with a digit, at most 63 characters")
+        problem = table_name_problem(table)
+        if problem:
+            raise HttpError(400, problem)
         options = parse_qs(query.decode("latin-1")) if query else {}
         wait = (options.get("wait", [""])[0] or headers.get("ingest-wait", "") or DEFAULT_WAIT).lower()
         if wait not in WAIT_MODES:
@@ -298,7 +320,9 @@ class HttpIngestProtocol(asyncio.Protocol):
         try:
             timeout = float(options.get("timeout", [DEFAULT_FLUSH_TIMEOUT])[0])
         except ValueError:
-            raise HttpError(400, "timeout must be a number of seconds") from None
+            timeout = math.nan
+        if not 0 < timeout < math.inf:
+            raise HttpError(400, "timeout must be a positive, finite number of seconds")
         callback = options.get("callback", [""])[0] or headers.get("ingest-callback") or None
         if callback is not None:
             try:
@@ -344,8 +368,11 @@ class HttpIngestProtocol(asyncio.Protocol):
         reply = self._server.loop.create_future()
 
         def answer(done: asyncio.Future) -> None:
-            if done.exception() is not None:
-                reply.set_exception(HttpError(503, f"the write-ahead log could not be written: {done.exception()}"))
+            if done.exception() is not None:  # the lines are buffered: answer once they have landed instead
+                landed = asyncio.ensure_future(self._answer_when("flushed", float(DEFAULT_FLUSH_TIMEOUT), status,
+                                                                 document, None, receipt))
+                landed.add_done_callback(lambda t: reply.set_exception(t.exception()) if t.exception()
+                                         else reply.set_result(t.result()))
             else:
                 reply.set_result((status, json_body(document), JSON_TYPE, ((RECEIPT_HEADER, receipt.id),)))
 
@@ -359,7 +386,11 @@ class HttpIngestProtocol(asyncio.Protocol):
         if wait == "none" or receipt is None:
             return (202 if wait == "none" and receipt is not None else status), json_body(document), JSON_TYPE, headers
         if self._needs_fsync(lsn):
-            await self._server.wal.durable(lsn)
+            try:
+                await self._server.wal.durable(lsn)
+            except OSError as exc:  # the log may not hold them, but the buffer does: wait for them to land
+                log.error("write-ahead log fsync failed (%s); answering once the request's events have landed", exc)
+                wait = "flushed"
         if wait == "received":
             return status, json_body(document), JSON_TYPE, headers
         self._server.pipeline(receipt.table).expedite()
@@ -421,7 +452,12 @@ class HttpIngestProtocol(asyncio.Protocol):
             # the reply is encoded once; the logged meta wraps it as it is
             logged = (json_body({**meta, "receipt": receipt.id, "created": receipt.created, "callback": callback})[:-1]
                       + b',"reply":' + json_body(document) + b"}")
-            lsn = pipeline.append_request(lines, [index for index, _ in errors], receipt, logged)
+            try:
+                lsn = pipeline.append_request(lines, [index for index, _ in errors], receipt, logged)
+            except WalUnavailable as exc:  # nothing was buffered: the refusal is whole
+                self._server.receipts.withdraw(receipt)
+                raise HttpError(503, f"the write-ahead log cannot be written ({exc}); nothing was accepted, retry later",
+                                headers=(("Retry-After", str(RETRY_AFTER_SECONDS)),)) from None
         if errors:
             pipeline.rejected_at_source([lines.line(i) for i, _ in errors], [reason for _, reason in errors],
                                         f"http {self.peer} POST /v1/ingest/{table}")
