@@ -53,6 +53,8 @@ class ServerCollector:
             yield CounterMetricFamily("ingest_wal_torn_tails", "Torn records truncated at start-up", value=wal.torn_tails)
             yield CounterMetricFamily("ingest_wal_corrupt_records", "Corrupt records moved to the dead-letter store",
                                       value=wal.corrupt_records)
+            yield CounterMetricFamily("ingest_wal_damaged_events", "Events that corrupt records moved to the dead-letter "
+                                      "store said they held (read from their damaged heads)", value=wal.damaged_events)
             yield CounterMetricFamily("ingest_wal_missing_records", "Records absent from the log at start-up (a gap in "
                                       "its sequence: a deleted or cut segment)", value=wal.missing_records)
             yield CounterMetricFamily("ingest_wal_failed_appends", "Appends the log refused (a full disk)",

@@ -208,13 +208,18 @@ def scan_segment(path: Path) -> SegmentScan:
     return scan
 
 
-def events_in(body: bytes) -> str:
-    """What a damaged record's head still says it held, for the report."""
+def claimed_events(body: bytes) -> tuple[int, int] | None:
+    """(lsn, events) that a damaged record's head still says it held, unverified."""
     try:
         lsn, _, lines, _ = BODY_HEAD.unpack_from(body)
     except struct.error:
-        return ""
-    return f" (its head says lsn {lsn}, {lines} events; unverified)"
+        return None
+    return lsn, lines
+
+
+def events_in(body: bytes) -> str:
+    claimed = claimed_events(body)
+    return "" if claimed is None else f" (its head says lsn {claimed[0]}, {claimed[1]} events; unverified)"
 
 
 @dataclass
@@ -348,6 +353,7 @@ class WriteAheadLog:
         self._waiters: list[tuple[int, asyncio.Future]] = []
         self.gaps: list[Gap] = []  # found by recover()
         self.missing_records = 0  # lsns in those gaps, for /metrics
+        self.damaged_events = 0  # events that corrupt records' heads claim (unverified), for /metrics
         self._sync_running = False
         self._sync_pool = ThreadPoolExecutor(1, thread_name_prefix="wal-fsync")
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -379,6 +385,8 @@ class WriteAheadLog:
                     log.warning("wal %s: %s at byte %d; truncating", path.name, damage.reason, damage.offset)
                 else:
                     self.corrupt_records += 1
+                    claimed = claimed_events(damage.raw)
+                    self.damaged_events += claimed[1] if claimed and claimed[1] < MAX_BODY else 0
                     log.error("wal %s: %s at byte %d; moved to the dead-letter store", path.name, damage.reason, damage.offset)
             if any(d.torn_tail for d in scan.damage) and scan.good_length >= VERSION_1_HEADER:
                 with open(path, "r+b") as f:

@@ -87,6 +87,7 @@ def test_corrupt_record_in_the_middle_goes_to_the_dead_letter_store_once(start_s
     segment.write_bytes(bytes(content))
     server = start_server("--flush-interval", 20, data_dir=data_dir)
     server.wait_landed("t", 200)
+    assert server.metrics()[("ingest_wal_damaged_events_total", frozenset())] == 100
     assert server.stop() == 0
     server = start_server(data_dir=data_dir)  # the log was mended: nothing new to keep, nothing to replay
     assert server.stats("t").get("received", 0) == 0
