@@ -24,7 +24,7 @@ from ingest.config import Settings
 from ingest.budget import MemoryBudget
 from ingest.deadletter import DeadLetterStore
 from ingest.metrics import Metrics
-from ingest.pipeline import PipelineContext, RetryPolicy, TablePipeline
+from ingest.pipeline import PipelineContext, RetryPolicy, SinkHealth, TablePipeline
 from ingest.receipts import IdempotencyKeys, ReceiptBook
 from ingest.webhooks import Webhooks
 from ingest.sinks import DuckDBSink, ParquetSink
@@ -63,6 +63,7 @@ class IngestServer:
         self.dead_letters = DeadLetterStore(settings.data_dir / "deadletter")
         self.metrics = Metrics(self)
         self.draining = False
+        self.sink_health = SinkHealth()  # failing while the sink's environment is (a full disk, ...)
         self.wal: WriteAheadLog | None = None
         self.replayed_events = 0
         self.receipts = ReceiptBook(settings.receipt_retention)
@@ -99,7 +100,8 @@ class IngestServer:
             sink_slots=asyncio.Semaphore(writers),
             budget=self.budget,
             dead_letters=self.dead_letters,
-            retry=RetryPolicy(settings.retry_attempts, settings.retry_base_ms / 1000, settings.retry_max_ms / 1000),
+            retry=RetryPolicy(settings.retry_attempts, settings.retry_base_ms / 1000, settings.retry_max_ms / 1000,
+                              settings.retry_timeout),
             batch_events=settings.batch_events,
             batch_bytes=settings.batch_bytes,
             flush_interval=settings.flush_interval / 1000,
@@ -107,6 +109,7 @@ class IngestServer:
             wal=self.wal,
             on_receipt_settled=self._receipt_settled,
             tables=settings.tables,
+            health=self.sink_health,
         )
         self.webhooks.start()
         self._query_pool = self._pools[3]
@@ -116,7 +119,7 @@ class IngestServer:
         self.pipeline(settings.tcp_table)
         tcp = await self.loop.create_server(
             lambda: TcpIngestProtocol(self.pipeline(settings.tcp_table), settings.max_line_bytes,
-                                      self.budget, self._tcp_connections, self.wal),
+                                      self.budget, self._tcp_connections, self.wal, self.sink_health),
             settings.host, settings.tcp_port, reuse_address=True,
         )
         http = await self.loop.create_server(
@@ -229,7 +232,8 @@ class IngestServer:
             "draining": self.draining,
             "buffer_bytes": self.budget.used,
             "buffer_limit_bytes": self.budget.limit,
-            "inputs_paused": self.budget.paused_inputs,
+            "inputs_paused": self.budget.paused_inputs + self.sink_health.paused_inputs,
+            "sink_health": self.sink_health.as_dict(),
             "tables": {name: p.counters.as_dict(p.buffered) for name, p in sorted(self.pipelines.items())},
         }
 
