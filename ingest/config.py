@@ -54,7 +54,8 @@ class Settings:
     max_body_bytes: int = field(default=64 << 20, metadata={"help": "HTTP bodies over this (after gunzip) get 413"})
     max_buffer_bytes: int = field(default=512 << 20, metadata={"help": "memory budget for buffered and in-flight batches; above it TCP pauses and HTTP answers 429"})
     max_flushes_in_flight: int = field(default=2, metadata={"help": "concurrent writes into the sink (DuckDB always writes one at a time)"})
-    retry_attempts: int = field(default=5, metadata={"help": "retries of a failed flush before its batch is dead-lettered"})
+    retry_attempts: int = field(default=5, metadata={"help": "retries of a flush failing for an unknown reason before its batch is dead-lettered"})
+    retry_timeout: int = field(default=86400, metadata={"help": "seconds a flush failing on the environment (a full disk, I/O errors, permission, a locked store) is retried before its batch is dead-lettered"})
     retry_base_ms: int = field(default=100, metadata={"help": "backoff base: a retry waits random(0, min(base*2^attempt, max)) ms"})
     retry_max_ms: int = field(default=10_000, metadata={"help": "backoff ceiling in ms"})
     shutdown_grace: int = field(default=30, metadata={"help": "seconds SIGTERM waits for buffers to land before dead-lettering the rest"})
@@ -88,7 +89,7 @@ class Settings:
                      "wal_segment_bytes", "receipt_retention", "idempotency_window"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, not {getattr(self, name)}")
-        for name in ("retry_attempts", "retry_base_ms", "shutdown_grace", "sink_delay_ms"):
+        for name in ("retry_attempts", "retry_timeout", "retry_base_ms", "shutdown_grace", "sink_delay_ms"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, not {getattr(self, name)}")
 

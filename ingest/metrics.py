@@ -45,8 +45,14 @@ class ServerCollector:
         budget = self._server.budget
         yield GaugeMetricFamily("ingest_buffer_bytes", "Bytes held in buffered and in-flight batches", value=budget.used)
         yield GaugeMetricFamily("ingest_buffer_limit_bytes", "The memory budget (--max-buffer-bytes)", value=budget.limit)
-        yield GaugeMetricFamily("ingest_inputs_paused", "TCP connections paused by backpressure", value=budget.paused_inputs)
+        health = self._server.sink_health
+        yield GaugeMetricFamily("ingest_inputs_paused", "TCP connections paused by backpressure or a failing sink",
+                                value=budget.paused_inputs + health.paused_inputs)
         yield GaugeMetricFamily("ingest_draining", "1 while the server drains for shutdown", value=int(self._server.draining))
+        yield GaugeMetricFamily("ingest_sink_failing", "1 while the sink fails on its environment (disk full, I/O, permission)",
+                                value=int(health.failing))
+        yield GaugeMetricFamily("ingest_sink_failing_since_seconds", "Unix time the sink began failing; 0 when healthy",
+                                value=health.failing_since or 0)
         wal = self._server.wal
         if wal is not None:
             yield GaugeMetricFamily("ingest_wal_segments", "Write-ahead-log segments on disk", value=wal.segments)

@@ -18,6 +18,7 @@ import asyncio
 import bisect
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
@@ -44,12 +45,67 @@ DEAD_LETTER_RETRY_SECONDS = 1.0  # a dead-letter write that fails is tried again
 
 @dataclass
 class RetryPolicy:
-    attempts: int  # retries after the first try
+    attempts: int  # retries after the first try, for a failure of unknown cause
     base: float  # seconds
     ceiling: float  # seconds
+    timeout: float = 86400.0  # seconds a batch failing on the environment is retried
+
 
     def delay(self, attempt: int) -> float:
         return full_jitter(attempt, self.base, self.ceiling)
+
+
+class SinkHealth:
+    """Whether the sink is failing on its environment (a full disk, I/O
+    errors, permission, a locked store), since when and why; shared by every
+    table. Set by a failed write, cleared by the next one that succeeds.
+    While it is failing, inputs pause: TCP connections register here to be
+    resumed, HTTP ingest answers 503."""
+
+    def __init__(self):
+        self.failing_since: float | None = None  # unix time of the first failure
+        self.error = ""
+        self._waiting: dict[object, Callable[[], None]] = {}  # paused input -> its resume callback
+
+    @property
+    def failing(self) -> bool:
+        return self.failing_since is not None
+
+    @property
+    def paused_inputs(self) -> int:
+        return len(self._waiting)
+
+    def failed(self, error: str) -> None:
+        if self.failing_since is None:
+            self.failing_since = time.time()
+            log.error("the sink is failing (%s); inputs paused until a write succeeds", error)
+        self.error = error
+
+    def recovered(self, why: str = "a write succeeded") -> None:
+        if self.failing_since is None:
+            return
+        log.warning("the sink was failing for %.1fs; %s: inputs resume", time.time() - self.failing_since, why)
+        self.failing_since, self.error = None, ""
+        waiting, self._waiting = self._waiting, {}
+        for resume in waiting.values():
+            resume()
+
+    def wait_for_recovery(self, owner: object, resume: Callable[[], None]) -> None:
+        """`resume` runs once the sink takes writes again."""
+        if self.failing:
+            self._waiting[owner] = resume
+        else:
+            resume()
+
+    def forget(self, owner: object) -> None:
+        self._waiting.pop(owner, None)
+
+    def as_dict(self) -> dict:
+        if self.failing_since is None:
+            return {"failing": False}
+        return {"failing": True, "since": self.failing_since,
+                "since_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.failing_since)),
+                "for_seconds": round(time.time() - self.failing_since, 3), "error": self.error}
 
 
 @dataclass
@@ -137,6 +193,7 @@ class PipelineContext:
     wal: WriteAheadLog | None = None  # None: --wal off
     on_receipt_settled: object = lambda receipt: None  # callable(receipt): webhooks
     tables: dict = field(default_factory=dict)  # name -> TableConfig: declared columns
+    health: SinkHealth = field(default_factory=SinkHealth)
 
 
 class TablePipeline:
@@ -362,10 +419,15 @@ class TablePipeline:
                 self._context.on_receipt_settled(group.receipt)
 
     async def _land(self, batch: pa.RecordBatch, batch_id: BatchId | None, offset: int, dead: list) -> None:
-        """Writes `batch`, retrying with backoff; bisects it when the sink
-        refuses its data, so one poison row cannot sink the rest."""
+        """Writes `batch`; bisects it at once when the sink refuses its data,
+        so one poison row cannot sink the rest. An environmental failure (a
+        full disk, permission, a locked store) is retried with backoff for
+        --retry-timeout seconds; any other failure --retry-attempts times."""
         context = self._context
-        attempt = 0
+        sink, health, retry = context.sink, context.health, context.retry
+        attempt = 0  # retries so far, of any kind: the backoff's exponent
+        unknown = 0  # failures of unknown cause
+        outage_began: float | None = None  # monotonic time of this batch's first environmental failure
         while True:
             if self._abandoned.is_set():
                 await self._dead_letter(batch, batch_id, "shutdown grace period expired", "", attempt)
@@ -376,10 +438,12 @@ class TablePipeline:
                 async with context.sink_slots:
                     # shielded: a write that has started finishes even if we are cancelled
                     await asyncio.shield(self._loop.run_in_executor(
-                        context.sink_pool, context.sink.write, self.table, batch, batch_id))
+                        context.sink_pool, sink.write, self.table, batch, batch_id))
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}"
-                if context.sink.is_data_error(exc):
+                if sink.is_data_error(exc):
+                    if outage_began is not None:  # the sink answers again, if only to refuse these rows
+                        health.recovered("the sink answered")
                     if batch.num_rows > 1:
                         half = batch.num_rows // 2
                         await self._land(batch.slice(0, half), batch_id and batch_id.slice(0, half), offset, dead)
@@ -391,20 +455,40 @@ class TablePipeline:
                         await self._dead_letter(batch, batch_id, "refused by the sink", error, attempt + 1)
                         dead.append((offset, 1, f"refused by the sink: {error}"))
                     return
-                if attempt >= context.retry.attempts:
-                    await self._dead_letter(batch, batch_id, "retries exhausted", error, attempt + 1)
-                    dead.append((offset, batch.num_rows, f"retries exhausted: {error}"))
-                    return
+                delay = retry.delay(attempt + 1)
+                if sink.is_environment_error(exc):
+                    health.failed(error)
+                    if outage_began is None:
+                        outage_began = started
+                    left = retry.timeout - (time.monotonic() - outage_began)
+                    if left <= 0:
+                        reason = f"retry timeout of {retry.timeout:g}s expired"
+                        await self._dead_letter(batch, batch_id, reason, error, attempt + 1)
+                        dead.append((offset, batch.num_rows, f"{reason}: {error}"))
+                        # nothing of this batch probes the sink any more: let intake try new batches
+                        health.recovered(f"gave up on a batch of {self.table}")
+                        return
+                    delay = min(delay, left)
+                    plan = f"sink failing for {time.monotonic() - outage_began:.1f}s of --retry-timeout {retry.timeout:g}s"
+                else:
+                    if unknown >= retry.attempts:
+                        await self._dead_letter(batch, batch_id, "retries exhausted", error, attempt + 1)
+                        dead.append((offset, batch.num_rows, f"retries exhausted: {error}"))
+                        if outage_began is not None:
+                            health.recovered(f"gave up on a batch of {self.table}")
+                        return
+                    unknown += 1
+                    plan = f"{unknown} of {retry.attempts}"
                 attempt += 1
                 self.counters.retries += 1
-                delay = context.retry.delay(attempt)
-                log.warning("table %s: flush of %d events failed (%s); retry %d of %d in %.2fs",
-                            self.table, batch.num_rows, error, attempt, context.retry.attempts, delay)
+                log.warning("table %s: flush of %d events failed (%s); retry %d (%s) in %.2fs",
+                            self.table, batch.num_rows, error, attempt, plan, delay)
                 try:
                     await asyncio.wait_for(self._abandoned.wait(), delay)
                 except asyncio.TimeoutError:
                     pass
             else:
+                health.recovered()
                 context.observe_flush(self.table, time.monotonic() - started)
                 self._in_flight -= batch.num_rows
                 self.counters.landed += batch.num_rows

@@ -25,7 +25,7 @@ from ingest.datadir import DataDirInUse, DataDirLock
 from ingest.budget import MemoryBudget
 from ingest.deadletter import DeadLetterStore
 from ingest.metrics import Metrics
-from ingest.pipeline import PipelineContext, RetryPolicy, TablePipeline
+from ingest.pipeline import PipelineContext, RetryPolicy, SinkHealth, TablePipeline
 from ingest.receipts import IdempotencyKeys, ReceiptBook
 from ingest.webhooks import Webhooks
 from ingest.sinks import DuckDBSink, ParquetSink
@@ -68,6 +68,7 @@ class IngestServer:
         self.dead_letters = DeadLetterStore(settings.data_dir / "deadletter")
         self.metrics = Metrics(self)
         self.draining = False
+        self.sink_health = SinkHealth()  # failing while the sink's environment is (a full disk, ...)
         self.wal: WriteAheadLog | None = None
         self.replayed_events = 0
         self.receipts = ReceiptBook(settings.receipt_retention)
@@ -111,7 +112,8 @@ class IngestServer:
             sink_slots=asyncio.Semaphore(writers),
             budget=self.budget,
             dead_letters=self.dead_letters,
-            retry=RetryPolicy(settings.retry_attempts, settings.retry_base_ms / 1000, settings.retry_max_ms / 1000),
+            retry=RetryPolicy(settings.retry_attempts, settings.retry_base_ms / 1000, settings.retry_max_ms / 1000,
+                              settings.retry_timeout),
             batch_events=settings.batch_events,
             batch_bytes=settings.batch_bytes,
             flush_interval=settings.flush_interval / 1000,
@@ -119,6 +121,7 @@ class IngestServer:
             wal=self.wal,
             on_receipt_settled=self._receipt_settled,
             tables=settings.tables,
+            health=self.sink_health,
         )
         self.webhooks.start()
         self._query_pool = self._pools[3]
@@ -127,7 +130,8 @@ class IngestServer:
             self.wal.open(self.loop)
         self.pipeline(settings.tcp_table)
         tcp = await self._listen("TCP", settings.tcp_port, lambda: TcpIngestProtocol(
-            self.pipeline(settings.tcp_table), settings.max_line_bytes, self.budget, self._tcp_connections, self.wal))
+            self.pipeline(settings.tcp_table), settings.max_line_bytes, self.budget, self._tcp_connections, self.wal,
+            self.sink_health))
         http = await self._listen("HTTP", settings.http_port, lambda: HttpIngestProtocol(self, self._http_connections))
         self._listeners = [tcp, http]
         self.tcp_port = tcp.sockets[0].getsockname()[1]
@@ -255,7 +259,8 @@ class IngestServer:
             "draining": self.draining,
             "buffer_bytes": self.budget.used,
             "buffer_limit_bytes": self.budget.limit,
-            "inputs_paused": self.budget.paused_inputs,
+            "inputs_paused": self.budget.paused_inputs + self.sink_health.paused_inputs,
+            "sink_health": self.sink_health.as_dict(),
             "tables": {name: p.counters.as_dict(p.buffered) for name, p in sorted(self.pipelines.items())},
         }
 

@@ -114,6 +114,11 @@ class Sink(Protocol):
     def is_data_error(self, exc: BaseException) -> bool:
         """True when `write` failed because of the rows, not the environment."""
 
+    def is_environment_error(self, exc: BaseException) -> bool:
+        """True when `write` failed because of the environment (no space, an
+        I/O error, permission, a locked or unreachable store): the same rows
+        can land once it is back."""
+
     def query(self, sql: str) -> pa.Table:
         """Run SQL over the landed tables, safe while writes go on."""
 

@@ -3,6 +3,7 @@ altered to follow the encoder's schema; each batch lands in one transaction,
 together with its id in the `_ingest_ledger` table."""
 from __future__ import annotations
 
+import re
 import threading
 from pathlib import Path
 
@@ -15,6 +16,11 @@ BATCH_VIEW = "__ingest_batch"
 LEDGER = "_ingest_ledger"  # batch ids landed, written in the same transaction as their rows
 DATA_ERRORS = (duckdb.ConstraintException, duckdb.ConversionException, duckdb.TypeMismatchException,
                duckdb.OutOfRangeException)
+ENVIRONMENT_ERRORS = (OSError, duckdb.IOException, duckdb.PermissionException)
+# DuckDB reports a failed file operation inside other errors too, e.g. a full
+# disk as "TransactionContext Error: Failed to commit: Could not write file ...".
+FILE_FAILURE = re.compile(r"Could not (?:open|read|write|create|sync|truncate|set lock on|move)|No space left|"
+                          r"Input/output error|Permission denied|Read-only file system|quota exceeded", re.IGNORECASE)
 
 
 class DuckDBSink:
@@ -110,6 +116,13 @@ class DuckDBSink:
         """The rows themselves were refused (a constraint, a conversion): retrying
         the same rows cannot help, bisecting them can."""
         return isinstance(exc, DATA_ERRORS)
+
+    @staticmethod
+    def is_environment_error(exc: BaseException) -> bool:
+        """A full disk, an I/O error, permission, a locked file: the same rows
+        can land once the store is back."""
+        return isinstance(exc, ENVIRONMENT_ERRORS) or (
+            isinstance(exc, duckdb.Error) and bool(FILE_FAILURE.search(str(exc))))
 
     def query(self, sql: str) -> pa.Table:
         cursor = self._con.cursor()  # its own connection to the same database: safe beside the writer

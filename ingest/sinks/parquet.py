@@ -30,7 +30,7 @@ class ParquetSink:
 
     def write(self, table: str, batch: pa.RecordBatch, batch_id: BatchId | None = None) -> bool:
         directory = self.root / table
-        directory.mkdir(exist_ok=True)
+        directory.mkdir(parents=True, exist_ok=True)  # the root too, should it have been deleted
         if batch_id is None:
             name = f"{self._started}-{os.getpid()}-{next(self._sequence):08d}.parquet"
         else:
@@ -58,6 +58,12 @@ class ParquetSink:
         """Arrow refused the values; an OSError (disk full, a missing
         directory) is worth retrying instead."""
         return isinstance(exc, (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError))
+
+    @staticmethod
+    def is_environment_error(exc: BaseException) -> bool:
+        """No space, an I/O error, permission, a missing or blocked directory
+        (Arrow's I/O errors are OSErrors too)."""
+        return isinstance(exc, OSError)
 
     def query(self, sql: str) -> pa.Table:
         return query_directory(self.root, sql)

@@ -9,7 +9,7 @@ Routes:
   GET  /v1/stats           per-table counters as JSON
   GET  /metrics            Prometheus text
   GET  /health             liveness: the process answers
-  GET  /ready              readiness: 503 while draining for shutdown
+  GET  /ready              readiness: 503 while draining for shutdown or while the sink is failing
 """
 from __future__ import annotations
 
@@ -134,6 +134,10 @@ class HttpIngestProtocol(asyncio.Protocol):
                 return
             if self._server.wal is not None and self._server.wal.unavailable:
                 self._early_error = HttpError(503, "the write-ahead log cannot be written (is the disk full?); retry later",
+                                              headers=(("Retry-After", str(RETRY_AFTER_SECONDS)),))
+                return
+            if self._server.sink_health.failing:
+                self._early_error = HttpError(503, f"the sink is failing ({self._server.sink_health.error}); retry later",
                                               headers=(("Retry-After", str(RETRY_AFTER_SECONDS)),))
                 return
             if self._server.budget.exhausted:
@@ -290,6 +294,10 @@ class HttpIngestProtocol(asyncio.Protocol):
             self._allow(method, "GET")
             if self._server.draining:
                 return render_response(503, b'{"status":"draining"}', JSON_TYPE, keep_alive)
+            health = self._server.sink_health
+            if health.failing:
+                return render_response(503, json_body({"status": "sink failing", "sink": self._server.sink.name,
+                                                        **health.as_dict()}), JSON_TYPE, keep_alive)
             return render_response(200, b'{"status":"ready"}', JSON_TYPE, keep_alive)
         if path == "/metrics":
             self._allow(method, "GET")

@@ -4,7 +4,8 @@ TCP is fire-and-forget. Backpressure is TCP's own: while the memory budget is
 exhausted the connection is not read, so the sender's socket buffer fills
 and its writes block; reading resumes below the low-water mark. While the
 write-ahead log cannot be appended to (a full disk), reading pauses too and
-is tried again every second.
+is tried again every second; while the sink is failing, reading pauses until
+it takes writes again.
 """
 from __future__ import annotations
 
@@ -23,8 +24,9 @@ class TcpIngestProtocol(asyncio.Protocol):
     """Frames one connection's bytes straight into the table's batch buffer."""
 
     def __init__(self, pipeline: TablePipeline, max_line_bytes: int, budget: MemoryBudget, connections: set,
-                 wal=None):
+                 wal=None, sink_health=None):
         self._pipeline = pipeline
+        self._sink_health = sink_health
         self._wal = wal
         self._framer = LineFramer(max_line_bytes)
         self._budget = budget
@@ -49,6 +51,9 @@ class TcpIngestProtocol(asyncio.Protocol):
         if self._budget.exhausted:
             self.transport.pause_reading()
             self._budget.wait_for_room(self, self._resume)
+        elif self._sink_health is not None and self._sink_health.failing:
+            self.transport.pause_reading()
+            self._sink_health.wait_for_recovery(self, self._resume)
         elif self._wal is not None and self._wal.unavailable:
             self.transport.pause_reading()
             asyncio.get_running_loop().call_later(WAL_RETRY_SECONDS, self._resume)
@@ -59,14 +64,19 @@ class TcpIngestProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc) -> None:
         self._finish()
-        self._budget.forget(self)
+        self._forget()
         self._connections.discard(self)
 
     def close(self) -> None:
         """Stop reading; an unterminated last line still counts as an event."""
         self._finish()
-        self._budget.forget(self)
+        self._forget()
         self.transport.close()
+
+    def _forget(self) -> None:
+        self._budget.forget(self)
+        if self._sink_health is not None:
+            self._sink_health.forget(self)
 
     def _finish(self) -> None:
         self._framer.finish(self._pipeline.buffer)
