@@ -48,7 +48,7 @@ from typing import Callable, Iterable
 from urllib.parse import urlsplit
 
 from ingest.backoff import full_jitter
-from ingest.config import TABLE_NAME
+from ingest.config import table_name_problem
 
 try:
     import orjson
@@ -158,9 +158,9 @@ def _isoformat(value):
 
 
 def _check_table(table: str) -> None:
-    if not isinstance(table, str) or not TABLE_NAME.match(table):
-        raise ValueError(f"invalid table name {table!r}: use letters, digits and _, not starting with a digit, "
-                         "at most 63 characters")
+    problem = table_name_problem(table) if isinstance(table, str) else f"invalid table name {table!r}"
+    if problem:
+        raise ValueError(problem)
 
 
 def _check_wait(wait: str) -> None:
