@@ -6,7 +6,7 @@ every scrape); only the flush-latency histogram is recorded as it happens.
 """
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -47,6 +47,7 @@ class ServerCollector:
         yield GaugeMetricFamily("ingest_buffer_limit_bytes", "The memory budget (--max-buffer-bytes)", value=budget.limit)
         yield GaugeMetricFamily("ingest_inputs_paused", "TCP connections paused by backpressure", value=budget.paused_inputs)
         yield GaugeMetricFamily("ingest_draining", "1 while the server drains for shutdown", value=int(self._server.draining))
+        yield GaugeMetricFamily("ingest_queries_running", "Queries running against the sink", value=len(self._server.queries))
         wal = self._server.wal
         if wal is not None:
             yield GaugeMetricFamily("ingest_wal_segments", "Write-ahead-log segments on disk", value=wal.segments)
@@ -68,6 +69,13 @@ class Metrics:
             "ingest_flush_duration_seconds", "Time one sink write took", ["table"],
             registry=self.registry, buckets=FLUSH_BUCKETS,
         )
+        self._http_requests = Counter(
+            "ingest_http_requests", "HTTP answers, by route template and status", ["route", "status"],
+            registry=self.registry,
+        )
+
+    def observe_http(self, route: str, status: int) -> None:
+        self._http_requests.labels(route, str(status)).inc()
 
     def observe_flush(self, table: str, seconds: float) -> None:
         self._flush_seconds.labels(table).observe(seconds)
