@@ -100,7 +100,11 @@ class Webhooks:
             self._record_failures([(url, notice)], "the server stopped before it could be sent")
             return
         parts = urlsplit(url)
-        key = (parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))
+        try:
+            key = (parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))
+        except ValueError:  # a bad port (a callback logged before check() refused those)
+            self._record_failures([(url, notice)], "invalid port in the callback URL")
+            return
         destination = self._destinations.get(key)
         if destination is None and len(self._destinations) >= MAX_DESTINATIONS:
             self._record_failures([(url, notice)], "too many destinations with notices waiting")
