@@ -6,7 +6,7 @@ every scrape); only the flush-latency histogram is recorded as it happens.
 """
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -53,6 +53,7 @@ class ServerCollector:
                                 value=int(health.failing))
         yield GaugeMetricFamily("ingest_sink_failing_since_seconds", "Unix time the sink began failing; 0 when healthy",
                                 value=health.failing_since or 0)
+        yield GaugeMetricFamily("ingest_queries_running", "Queries running against the sink", value=len(self._server.queries))
         wal = self._server.wal
         if wal is not None:
             yield GaugeMetricFamily("ingest_wal_segments", "Write-ahead-log segments on disk", value=wal.segments)
@@ -78,6 +79,13 @@ class Metrics:
             "ingest_flush_duration_seconds", "Time one sink write took", ["table"],
             registry=self.registry, buckets=FLUSH_BUCKETS,
         )
+        self._http_requests = Counter(
+            "ingest_http_requests", "HTTP answers, by route template and status", ["route", "status"],
+            registry=self.registry,
+        )
+
+    def observe_http(self, route: str, status: int) -> None:
+        self._http_requests.labels(route, str(status)).inc()
 
     def observe_flush(self, table: str, seconds: float) -> None:
         self._flush_seconds.labels(table).observe(seconds)

@@ -29,7 +29,7 @@ from ingest.pipeline import PipelineContext, RetryPolicy, SinkHealth, TablePipel
 from ingest.receipts import IdempotencyKeys, ReceiptBook
 from ingest.webhooks import Webhooks
 from ingest.sinks import DuckDBSink, ParquetSink
-from ingest.sinks.base import BatchId, Ledger, SlowSink
+from ingest.sinks.base import BatchId, Ledger, QueryInterrupted, RunningQuery, SlowSink
 from ingest.wal import Damage, Record, WriteAheadLog
 from ingest.sources.http import HttpIngestProtocol
 from ingest.sources.tcp import TcpIngestProtocol
@@ -79,6 +79,7 @@ class IngestServer:
         self._tcp_connections: set = set()
         self._http_connections: set = set()
         self._stop_requested = asyncio.Event()
+        self.queries: dict[RunningQuery, asyncio.Future] = {}  # running queries -> their worker's future
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -265,14 +266,36 @@ class IngestServer:
         }
 
     async def query_arrow(self, sql: str) -> bytes:
-        """Runs SQL against the sink off the loop; the result as an Arrow IPC stream."""
+        """Runs SQL against the sink off the loop; the result as an Arrow IPC
+        stream. A query is interrupted when the server stops or when the
+        awaiting task is cancelled (its client went away)."""
+        if self.draining:
+            raise QueryInterrupted("the server is shutting down")
+        running = RunningQuery()
+
         def run() -> bytes:
-            table = self.sink.query(sql)
+            table = self.sink.query(sql, running)
             sink = pa.BufferOutputStream()
             with pa.ipc.new_stream(sink, table.schema) as writer:
                 writer.write_table(table)
             return sink.getvalue().to_pybytes()
-        return await self.loop.run_in_executor(self._query_pool, run)
+        done = self.queries[running] = self.loop.run_in_executor(self._query_pool, run)
+        done.add_done_callback(lambda _: self.queries.pop(running, None))
+        try:
+            return await asyncio.shield(done)
+        except asyncio.CancelledError:
+            asyncio.ensure_future(self._interrupt(running, done, "its client went away"))
+            raise
+
+    @staticmethod
+    async def _interrupt(running: RunningQuery, done: asyncio.Future, reason: str) -> None:
+        """Interrupts a query until it has ended (DuckDB drops an interrupt
+        that comes before the query starts)."""
+        while not done.done():
+            running.interrupt(reason)
+            await asyncio.wait([done], timeout=0.05)
+        if not done.cancelled() and isinstance(done.exception(), QueryInterrupted):
+            log.info("query interrupted: %s", reason)
 
     def request_stop(self) -> None:
         self._stop_requested.set()
@@ -287,20 +310,24 @@ class IngestServer:
         answering 503 to ingest and /ready so clients go elsewhere."""
         self.draining = True
         grace = self.settings.shutdown_grace
+        deadline = self.loop.time() + grace
         log.info("stopping: intake closed, draining %d table(s) within %ds", len(self.pipelines), grace)
+        # queries would hold the sink (and its close) and the query threads
+        await asyncio.gather(*(self._interrupt(running, done, "the server is shutting down")
+                               for running, done in list(self.queries.items())))
         tcp_listener, http_listener = self._listeners
         tcp_listener.close()
         for connection in list(self._tcp_connections):
             connection.close()
         drains = [asyncio.ensure_future(p.drain()) for p in self.pipelines.values()]
         if drains:
-            _, late = await asyncio.wait(drains, timeout=grace)
+            _, late = await asyncio.wait(drains, timeout=max(0, deadline - self.loop.time()))
             if late:
                 log.warning("shutdown grace of %ds expired; dead-lettering what has not landed", grace)
                 for pipeline in self.pipelines.values():
                     pipeline.abandon()
                 await asyncio.wait(drains)
-        await self.webhooks.close()
+        await self.webhooks.close(deadline - self.loop.time())
         http_listener.close()
         for connection in list(self._http_connections):
             connection.transport.close()

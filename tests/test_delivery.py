@@ -169,3 +169,64 @@ def test_unknown_wait_mode_is_400(start_server):
     server = start_server()
     assert post(server, "/v1/ingest/t?wait=sometimes", b'{"a":1}\n')[0] == 400
     assert server.stop() == 0
+
+
+class HangingReceiver:
+    """A real socket on loopback that accepts connections and never answers."""
+
+    def __init__(self):
+        self.sock = socket.create_server(("127.0.0.1", 0), backlog=64)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/hooks/hang"
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                self.held.append(self.sock.accept()[0])
+            except OSError:
+                return
+
+    def close(self):
+        self.sock.close()
+        for conn in self.held:
+            conn.close()
+
+
+@pytest.fixture
+def hanging():
+    receiver = HangingReceiver()
+    yield receiver
+    receiver.close()
+
+
+def test_a_hanging_receiver_does_not_delay_another_receivers_notices(start_server, receiver, hanging):
+    server = start_server("--webhook-secret", "s3cret", "--flush-interval", 20, "--shutdown-grace", 2)
+    for _ in range(5):  # each is tried for half a minute before it is given up
+        assert post(server, f"/v1/ingest/t?wait=flushed&callback={hanging.url}", b'{"a":1}\n')[0] == 200
+    status, _, reply = post(server, f"/v1/ingest/t?wait=flushed&callback={receiver.url}", b'{"a":2}\n')
+    assert status == 200
+    verified, notice = receiver.notices.get(timeout=60)
+    assert verified and notice["receipt"] == reply["receipt"]
+    assert server.stop(timeout=30) == 0
+
+
+def test_sigterm_with_notices_queued_behind_a_hanging_receiver_ends_within_the_grace(start_server, hanging):
+    grace, notices = 3, 10_000
+    server = start_server("--webhook-secret", "s3cret", "--flush-interval", 20, "--shutdown-grace", grace)
+    request = (f"POST /v1/ingest/t?wait=none&callback={hanging.url} HTTP/1.1\r\nHost: x\r\n"
+               "Content-Type: application/x-ndjson\r\nContent-Length: 8\r\n\r\n{\"a\":1}\n").encode()
+    with socket.create_connection((server.host, server.http_port)) as sock:
+        sock.sendall(request * notices)
+        answers = b""
+        while answers.count(b"HTTP/1.1 202") < notices:
+            chunk = sock.recv(1 << 20)
+            assert chunk, "the server closed the connection"
+            answers += chunk
+    server.wait_landed("t", notices)  # every notice is queued
+    assert server.stop(timeout=grace + 10) == 0
+    failed = [json.loads(line) for line in (server.data_dir / "webhooks" / "failed.ndjson").read_text().splitlines()]
+    # none is lost: each undelivered notice is kept, once
+    assert len(failed) == notices == len({f["notice"]["receipt"] for f in failed})
+    assert {f["url"] for f in failed} == {hanging.url}
+    assert "not delivered before the shutdown grace ran out" in {f["error"] for f in failed}

@@ -5,6 +5,7 @@ import re
 import socket
 
 import pytest
+from conftest import poll
 
 from ingest.corpus import ndjson
 
@@ -132,4 +133,40 @@ def test_body_over_the_limit_is_413_before_it_is_read(start_server):
                  headers={"Transfer-Encoding": "chunked"})
     assert conn.getresponse().status == 413
     assert server.http("GET", "/health")[0] == 200
+    assert server.stop() == 0
+
+
+def test_every_answer_is_counted_by_route_and_refusals_are_logged(start_server):
+    server = start_server("--max-body-bytes", 10_000, "--max-buffer-bytes", 1000, *NEVER)
+    ndjson_type = {"Content-Type": "application/x-ndjson"}
+    assert server.http("GET", "/nowhere/1")[0] == 404
+    assert server.http("GET", "/nowhere/2")[0] == 404
+    assert server.http("GET", "/v1/ingest/t")[0] == 405
+    assert server.http("POST", "/v1/ingest/t", b"a,b\n", {"Content-Type": "text/csv"})[0] == 415
+    assert server.http("POST", "/v1/ingest/1bad", b"{}\n", ndjson_type)[0] == 400
+    with socket.create_connection((server.host, server.http_port)) as sock:
+        sock.sendall(b"POST /v1/ingest/t HTTP/1.1\r\nHost: x\r\nContent-Length: 50000\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 413")
+    # a body bigger than the budget fills it: then ingest answers 429
+    poll(lambda: server.http("POST", "/v1/ingest/t", b'{"pad":"' + b"x" * 2000 + b'"}\n', ndjson_type)[0] == 429,
+         what="a 429")
+    for _ in range(20):
+        assert server.http("GET", "/nowhere")[0] == 404
+    counted = {(dict(labels)["route"], dict(labels)["status"]): value
+               for (name, labels), value in server.metrics().items() if name == "ingest_http_requests_total"}
+    assert counted[("other", "404")] == 22  # the raw paths are never labels
+    assert counted[("/v1/ingest/{table}", "405")] == 1
+    assert counted[("/v1/ingest/{table}", "415")] == 1
+    assert counted[("/v1/ingest/{table}", "400")] == 1
+    assert counted[("/v1/ingest/{table}", "413")] == 1
+    assert counted[("/v1/ingest/{table}", "429")] >= 1
+    assert {route for route, _ in counted} <= {"other", "/v1/ingest/{table}", "/metrics"}
+    log = server.log()
+    for status, reason in (("404 other", "no such endpoint"), ("405 /v1/ingest/{table}", "use POST"),
+                           ("415 /v1/ingest/{table}", "unsupported Content-Type"),
+                           ("400 /v1/ingest/{table}", "invalid table name"),
+                           ("413 /v1/ingest/{table}", "body exceeds the limit"),
+                           ("429 /v1/ingest/{table}", "memory budget")):
+        assert re.search(rf"WARNING ingest.http: refused {re.escape(status)} from 127\.0\.0\.1:\d+: .*{reason}", log), status
+    assert log.count("refused 404 other") < 22  # rate-limited
     assert server.stop() == 0

@@ -3,10 +3,13 @@ answers SQL over what has landed. Sinks are called from worker threads,
 never from the event loop."""
 from __future__ import annotations
 
+import threading
 import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Protocol
 
+import duckdb
 import pyarrow as pa
 
 
@@ -119,21 +122,61 @@ class Sink(Protocol):
         I/O error, permission, a locked or unreachable store): the same rows
         can land once it is back."""
 
-    def query(self, sql: str) -> pa.Table:
-        """Run SQL over the landed tables, safe while writes go on."""
+    def query(self, sql: str, running: RunningQuery | None = None) -> pa.Table:
+        """Run SQL over the landed tables, safe while writes go on;
+        `running` lets another thread interrupt it."""
 
     def close(self) -> None: ...
 
 
 
-def query_arrow(connection, sql: str) -> pa.Table:
+class QueryInterrupted(Exception):
+    """A running query was stopped: the server is shutting down, or its client went away."""
+
+
+class RunningQuery:
+    """A query on a DuckDB connection in a worker thread, so that another
+    thread can interrupt it. DuckDB forgets an interrupt that comes before
+    the query has started, so whoever interrupts repeats it until the query
+    has ended."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._connection = None
+        self.reason = ""
+
+    def interrupt(self, reason: str) -> None:
+        with self._lock:
+            self.reason = self.reason or reason
+            if self._connection is not None:
+                self._connection.interrupt()
+
+    @contextmanager
+    def on(self, connection):
+        with self._lock:
+            if self.reason:
+                raise QueryInterrupted(self.reason)
+            self._connection = connection
+        try:
+            yield
+        except duckdb.Error:
+            if self.reason:
+                raise QueryInterrupted(self.reason) from None
+            raise
+        finally:
+            with self._lock:
+                self._connection = None
+
+
+def query_arrow(connection, sql: str, running: RunningQuery | None = None) -> pa.Table:
     """Runs SQL on a DuckDB connection; the result as an Arrow table
     (empty for statements that return no rows)."""
-    relation = connection.sql(sql)
-    if relation is None:
-        return pa.table({})
-    to_arrow = getattr(relation, "to_arrow_table", None) or relation.arrow  # DuckDB 2 renamed it
-    return to_arrow()
+    with running.on(connection) if running is not None else nullcontext():
+        relation = connection.sql(sql)
+        if relation is None:
+            return pa.table({})
+        to_arrow = getattr(relation, "to_arrow_table", None) or relation.arrow  # DuckDB 2 renamed it
+        return to_arrow()
 
 
 class SlowSink:

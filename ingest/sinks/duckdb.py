@@ -10,7 +10,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from ingest.sinks.base import BatchId, Ledger, duckdb_type, query_arrow, quote_identifier
+from ingest.sinks.base import BatchId, Ledger, RunningQuery, duckdb_type, query_arrow, quote_identifier
 
 BATCH_VIEW = "__ingest_batch"
 LEDGER = "_ingest_ledger"  # batch ids landed, written in the same transaction as their rows
@@ -124,10 +124,10 @@ class DuckDBSink:
         return isinstance(exc, ENVIRONMENT_ERRORS) or (
             isinstance(exc, duckdb.Error) and bool(FILE_FAILURE.search(str(exc))))
 
-    def query(self, sql: str) -> pa.Table:
+    def query(self, sql: str, running: RunningQuery | None = None) -> pa.Table:
         cursor = self._con.cursor()  # its own connection to the same database: safe beside the writer
         try:
-            return query_arrow(cursor, sql)
+            return query_arrow(cursor, sql, running)
         finally:
             cursor.close()
 

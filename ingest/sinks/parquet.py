@@ -13,7 +13,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ingest.sinks.base import BatchId, Ledger, query_arrow, quote_identifier
+from ingest.sinks.base import BatchId, Ledger, RunningQuery, query_arrow, quote_identifier
 
 
 BATCH_PREFIX = "batch-"  # batch-{first lsn}-{last lsn}[.{offset}+{rows}].parquet: the ledger is the file names
@@ -65,14 +65,14 @@ class ParquetSink:
         (Arrow's I/O errors are OSErrors too)."""
         return isinstance(exc, OSError)
 
-    def query(self, sql: str) -> pa.Table:
-        return query_directory(self.root, sql)
+    def query(self, sql: str, running: RunningQuery | None = None) -> pa.Table:
+        return query_directory(self.root, sql, running)
 
     def close(self) -> None:
         pass
 
 
-def query_directory(root: Path, sql: str) -> pa.Table:
+def query_directory(root: Path, sql: str, running: RunningQuery | None = None) -> pa.Table:
     """SQL over every table directory under `root`, each exposed as a view."""
     con = duckdb.connect(":memory:")
     try:
@@ -85,7 +85,7 @@ def query_directory(root: Path, sql: str) -> pa.Table:
                     f"CREATE VIEW {quote_identifier(directory.name)} AS "
                     f"SELECT * FROM read_parquet('{pattern}', union_by_name = true)"
                 )
-        return query_arrow(con, sql)
+        return query_arrow(con, sql, running)
     finally:
         con.close()
 

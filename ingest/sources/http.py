@@ -18,6 +18,7 @@ import hashlib
 import json
 import math
 import logging
+import time
 import zlib
 from collections import deque
 from http import HTTPStatus
@@ -30,6 +31,7 @@ from ingest.config import table_name_problem
 from ingest.encoder import validate_lines
 from ingest.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ingest.receipts import IdempotencyConflict
+from ingest.sinks.base import QueryInterrupted
 from ingest.wal import WalUnavailable
 from ingest.webhooks import CallbackRefused
 
@@ -48,6 +50,8 @@ UTF8_BOM = b"\xef\xbb\xbf"
 GZIP_MAGIC = b"\x1f\x8b"
 LINGER_SECONDS = 5  # how long a refused client may go on sending before we close
 RETRY_AFTER_SECONDS = 1  # what 429 and 503 ask a client to wait
+ROUTES = ("/v1/query", "/v1/stats", "/metrics", "/health", "/ready")  # besides the two prefixes
+REFUSAL_LOG_INTERVAL = 10  # seconds: at most one log line per route and status in that time
 
 
 class HttpError(Exception):
@@ -72,6 +76,52 @@ def json_body(document) -> bytes:
     return json.dumps(document, separators=(",", ":")).encode()
 
 
+def route_of(url: bytes) -> str:
+    """The route template a request URL falls under ("other" when none): a
+    metric label that stays bounded whatever clients send."""
+    path = url.split(b"?", 1)[0].decode("latin-1")
+    if path.startswith(INGEST_PREFIX):
+        return INGEST_PREFIX + "{table}"
+    if path.startswith(RECEIPTS_PREFIX):
+        return RECEIPTS_PREFIX + "{id}"
+    return path if path in ROUTES else "other"
+
+
+def refusal_reason(response: bytes) -> str:
+    """What a rendered 4xx/5xx answer tells its client (its JSON "error")."""
+    status_line, _, rest = response.partition(b"\r\n")
+    try:
+        document = json.loads(rest.partition(b"\r\n\r\n")[2])
+        errors = document.get("errors") or [{}]
+        return str(document.get("error") or errors[0].get("error") or document.get("status") or status_line[13:].decode())
+    except (ValueError, AttributeError, TypeError):
+        return status_line[13:].decode("latin-1")
+
+
+class RefusalLog:
+    """A warning line per refused request, at most one per route and status
+    every `interval` seconds; the ones left out are counted in the next line."""
+
+    def __init__(self, interval: float = REFUSAL_LOG_INTERVAL):
+        self._interval = interval
+        self._last: dict[tuple, float] = {}
+        self._suppressed: dict[tuple, int] = {}
+
+    def refused(self, route: str, status: int, peer: str, reason: str) -> None:
+        key = (route, status)
+        now = time.monotonic()
+        if now - self._last.get(key, -self._interval) < self._interval:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return
+        self._last[key] = now
+        suppressed = self._suppressed.pop(key, 0)
+        log.warning("refused %d %s from %s: %s%s", status, route, peer, reason,
+                    f" (and {suppressed} more like it not logged)" if suppressed else "")
+
+
+REFUSALS = RefusalLog()
+
+
 class HttpIngestProtocol(asyncio.Protocol):
     """One client connection. Requests are answered in the order they came,
     even when a later one (an ingest) finishes before an earlier one (a query)."""
@@ -80,7 +130,8 @@ class HttpIngestProtocol(asyncio.Protocol):
         self._server = server
         self._connections = connections
         self._parser = httptools.HttpRequestParser(self)
-        self._responses: deque[asyncio.Future] = deque()
+        self._responses: deque[tuple[asyncio.Future, str]] = deque()  # (answer, route template)
+        self._queries: set[asyncio.Task] = set()
         self._closing = False
         self.transport: asyncio.Transport | None = None
         self._reset()
@@ -102,6 +153,8 @@ class HttpIngestProtocol(asyncio.Protocol):
     def connection_lost(self, exc):
         self._closing = True
         self._connections.discard(self)
+        for query in list(self._queries):  # nobody is left to read the result
+            query.cancel()
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
@@ -207,7 +260,7 @@ class HttpIngestProtocol(asyncio.Protocol):
             b"".join(self._body),
         )
         future = self._server.loop.create_future()
-        self._responses.append(future)
+        self._responses.append((future, route_of(self._url)))
         if self._early_error is not None:
             future.set_result(self._error_response(self._early_error, keep_alive))
         else:
@@ -228,9 +281,11 @@ class HttpIngestProtocol(asyncio.Protocol):
     # responses
 
     def _write_ready(self) -> None:
-        while self._responses and self._responses[0].done():
-            response = self._responses.popleft().result()
+        while self._responses and self._responses[0][0].done():
+            future, route = self._responses.popleft()
+            response = future.result()
             if self.transport is not None and not self.transport.is_closing():
+                self._count(route, response)
                 self.transport.write(response)
         if self._closing and not self._responses and self.transport is not None:
             self._linger_close()
@@ -251,12 +306,20 @@ class HttpIngestProtocol(asyncio.Protocol):
     def _answer_and_close(self, error: HttpError) -> None:
         future = self._server.loop.create_future()
         future.set_result(self._error_response(error, keep_alive=False))
-        self._responses.append(future)
+        self._responses.append((future, route_of(self._url)))
         self._closing = True
         self._write_ready()
 
     def _too_large(self) -> HttpError:
         return HttpError(413, f"body exceeds the limit of {self._server.settings.max_body_bytes} bytes; split it into smaller requests")
+
+    def _count(self, route: str, response: bytes) -> None:
+        """Every answer in ingest_http_requests_total; refusals in the log too."""
+        status = int(response[9:12])  # "HTTP/1.1 200 ..."
+        self._server.metrics.observe_http(route, status)
+        if status >= 400:
+            reason = " ".join(refusal_reason(response).split())  # one line, whatever the error text holds
+            REFUSALS.refused(route, status, self.peer, reason[:300])
 
     @staticmethod
     def _error_response(error: HttpError, keep_alive: bool) -> bytes:
@@ -307,7 +370,10 @@ class HttpIngestProtocol(asyncio.Protocol):
             return render_response(200, json_body(self._server.stats()), JSON_TYPE, keep_alive)
         if path == "/v1/query":
             self._allow(method, "POST")
-            return self._query(body)
+            query = asyncio.ensure_future(self._query(body))
+            self._queries.add(query)
+            query.add_done_callback(self._queries.discard)
+            return query
         raise HttpError(404, f"no such endpoint {path!r}; ingest with POST {INGEST_PREFIX}{{table}}")
 
     @staticmethod
@@ -477,6 +543,8 @@ class HttpIngestProtocol(asyncio.Protocol):
             raise HttpError(400, "send the SQL text as the request body")
         try:
             payload = await self._server.query_arrow(sql)
+        except QueryInterrupted as exc:
+            raise HttpError(503, f"query interrupted: {exc}", headers=(("Retry-After", str(RETRY_AFTER_SECONDS)),)) from None
         except Exception as exc:  # a user's SQL error, reported back to them
             raise HttpError(400, f"query failed: {exc}") from None
         return 200, payload, "application/vnd.apache.arrow.stream"
