@@ -111,3 +111,25 @@ def test_query_views_merge_directories_that_differ_only_in_case(tmp_path):
     assert query_directory(tmp_path, "SELECT 1 AS one").to_pylist() == [{"one": 1}]
     assert query_directory(tmp_path, "SELECT sum(n) AS s FROM events").to_pylist() == [{"s": 6}]
     assert query_directory(tmp_path, "SELECT n FROM other").to_pylist() == [{"n": 4}]
+
+
+@pytest.mark.parametrize("sink", ["duckdb", "parquet"])
+def test_sink_refuses_unstorable_keys_as_data_errors_and_keeps_its_columns(tmp_path, sink):
+    from ingest.sinks import DuckDBSink, ParquetSink
+
+    target = DuckDBSink(tmp_path / "x.duckdb") if sink == "duckdb" else ParquetSink(tmp_path / "parquet")
+    assert target.write("t", pa.record_batch({"a": [1], "": pa.array([None], pa.int64())}))  # no value: dropped
+    for batch in (pa.record_batch({"a": [2], "": [1]}), pa.record_batch({"a": [2], "A": ["x"]}),
+                  pa.record_batch({"a": [2], "A": [3]})):
+        with pytest.raises(Exception) as refused:
+            target.write("t", batch)
+        assert target.is_data_error(refused.value) and ("'A'" in str(refused.value) or "''" in str(refused.value))
+    if sink == "duckdb":  # a write whose DDL is rolled back leaves the column cache as the catalog is
+        with pytest.raises(Exception) as refused:
+            target.write("t", pa.record_batch({"a": ["not a number"], "new": [1]}))
+        assert target.is_data_error(refused.value)
+    assert target.write("T", pa.record_batch({"A": [3, None], "New": [None, 4], "b": [None, 5]}))
+    # one column per name, spelled as first landed: the rolled-back "new" left nothing behind
+    assert target.query("SELECT * FROM t ORDER BY a NULLS LAST").to_pylist() == [
+        {"a": 1, "New": None, "b": None}, {"a": 3, "New": None, "b": None}, {"a": None, "New": 4, "b": 5}]
+    target.close()

@@ -118,10 +118,11 @@ def normalise_columns(batch: pa.RecordBatch, known: dict[str, str]) -> pa.Record
     the keys."""
     groups: dict[str, list[int]] = {}
     for index, field in enumerate(batch.schema):
-        if "\x00" in field.name:
+        if "\x00" in field.name or not field.name:
             if batch.column(index).null_count == batch.num_rows:
                 continue  # no event gives it a value
-            raise ColumnRefused(f"key {field.name!r} holds a NUL character, which the sink cannot store")
+            what = "holds a NUL character" if field.name else "is empty"
+            raise ColumnRefused(f"key {field.name!r} {what}, which the sink cannot store")
         groups.setdefault(fold(field.name), []).append(index)
     fields, columns = [], []
     for key, indices in groups.items():
