@@ -248,6 +248,7 @@ class IngestServer:
         return receipt
 
     def pipeline(self, table: str) -> TablePipeline:
+        table = self.sink.resolve_table(table)  # case-insensitive: the first spelling, or the sink's, is the table
         pipeline = self.pipelines.get(table)
         if pipeline is None:
             pipeline = self.pipelines[table] = TablePipeline(table, self._context)

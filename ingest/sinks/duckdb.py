@@ -10,12 +10,15 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from ingest.sinks.base import BatchId, Ledger, RunningQuery, duckdb_type, query_arrow, quote_identifier
+from ingest.sinks.base import (BatchId, ColumnRefused, Ledger, RunningQuery, TableNames, duckdb_type, fold,
+                               normalise_columns, query_arrow, quote_identifier)
 
 BATCH_VIEW = "__ingest_batch"
 LEDGER = "_ingest_ledger"  # batch ids landed, written in the same transaction as their rows
+# the rows, or DDL made from their keys, were refused: bisection isolates the events
 DATA_ERRORS = (duckdb.ConstraintException, duckdb.ConversionException, duckdb.TypeMismatchException,
-               duckdb.OutOfRangeException)
+               duckdb.OutOfRangeException, duckdb.CatalogException, duckdb.BinderException, duckdb.ParserException,
+               ColumnRefused)
 ENVIRONMENT_ERRORS = (OSError, duckdb.IOException, duckdb.PermissionException)
 # DuckDB reports a failed file operation inside other errors too, e.g. a full
 # disk as "TransactionContext Error: Failed to commit: Could not write file ...".
@@ -37,11 +40,25 @@ class DuckDBSink:
             " last_lsn BIGINT, whole BOOLEAN, row_count BIGINT, landed_at TIMESTAMPTZ DEFAULT current_timestamp,"
             " PRIMARY KEY (table_name, batch_id))"
         )
-        for table, column, data_type in self._con.execute(
-            "SELECT table_name, column_name, data_type FROM information_schema.columns"
-            f" WHERE table_schema = 'main' AND table_name <> '{LEDGER}' ORDER BY table_name, ordinal_position"
-        ).fetchall():
-            self._columns.setdefault(table, {})[column] = data_type
+        self._load_columns()
+        self.tables = TableNames(self._columns)
+
+    def _load_columns(self, table: str | None = None) -> None:
+        """The cache of the tables' columns, (re)read from the catalog."""
+        query = ("SELECT table_name, column_name, data_type FROM information_schema.columns"
+                 f" WHERE table_schema = 'main' AND table_name <> '{LEDGER}'")
+        if table is None:
+            self._columns.clear()
+            rows = self._con.execute(query + " ORDER BY table_name, ordinal_position").fetchall()
+        else:
+            self._columns.pop(table, None)
+            rows = self._con.execute(query + " AND table_name = ? ORDER BY ordinal_position", [table]).fetchall()
+        for name, column, data_type in rows:
+            self._columns.setdefault(name, {})[column] = data_type
+
+    def resolve_table(self, table: str) -> str:
+        """The table's name as the sink spells it (case-insensitive)."""
+        return self.tables.resolve(table)
 
     def _evolve(self, table: str, schema: pa.Schema) -> list[str]:
         """DDL that makes `table` accept `schema`: create it, add new columns,
@@ -61,8 +78,13 @@ class DuckDBSink:
         return ddl
 
     def write(self, table: str, batch: pa.RecordBatch, batch_id: BatchId | None = None) -> bool:
+        table = self.tables.resolve(table)
         with self._lock:
             con = self._con
+            if table not in self._columns:
+                self._load_columns(table)  # new, or its cache was dropped after a failure
+            known = self._columns.get(table, {})
+            batch = normalise_columns(batch, {fold(name): name for name in known})
             ddl = self._evolve(table, batch.schema)
             con.execute("BEGIN TRANSACTION")
             try:
@@ -81,16 +103,19 @@ class DuckDBSink:
                     con.execute("ROLLBACK")
                 except duckdb.Error:
                     pass  # a failed COMMIT has already ended the transaction
+                try:
+                    self._load_columns(table)  # any DDL was rolled back: the cache follows the catalog
+                except duckdb.Error:
+                    self._columns.pop(table, None)
                 raise
             finally:
                 con.unregister(BATCH_VIEW)  # after ROLLBACK: an aborted transaction refuses it
             if ddl:
-                columns = self._columns.setdefault(table, {})
-                for field in batch.schema:
-                    columns[field.name] = duckdb_type(field)
+                self._load_columns(table)
             return True
 
     def mark_settled(self, table: str, batch_id: BatchId) -> None:
+        table = self.tables.resolve(table)
         with self._lock:
             if not self._has(table, batch_id):
                 self._record(table, batch_id, None)
