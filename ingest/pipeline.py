@@ -117,6 +117,7 @@ class TableCounters:
     retries: int = 0  # flush attempts after a failure
     batches_sealed: dict = field(default_factory=lambda: dict.fromkeys(SEAL_TRIGGERS, 0))
     batches_landed: int = 0
+    batches_already_landed: int = 0  # replayed batches the ledger had: counted landed, not written twice
 
     def as_dict(self, buffered: int) -> dict:
         return {
@@ -128,6 +129,7 @@ class TableCounters:
             "retries": self.retries,
             "batches_sealed": dict(self.batches_sealed),
             "batches_landed": self.batches_landed,
+            "batches_already_landed": self.batches_already_landed,
         }
 
 
@@ -437,7 +439,7 @@ class TablePipeline:
             try:
                 async with context.sink_slots:
                     # shielded: a write that has started finishes even if we are cancelled
-                    await asyncio.shield(self._loop.run_in_executor(
+                    written = await asyncio.shield(self._loop.run_in_executor(
                         context.sink_pool, sink.write, self.table, batch, batch_id))
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}"
@@ -493,6 +495,9 @@ class TablePipeline:
                 self._in_flight -= batch.num_rows
                 self.counters.landed += batch.num_rows
                 self.counters.batches_landed += 1
+                if not written:  # only a replayed batch can be in the ledger already: lsns are never reused
+                    self.counters.batches_already_landed += 1
+                    log.info("table %s: batch %s was already in the sink's ledger; skipped", self.table, batch_id)
                 return
 
     async def _mark_settled(self, batch_id: BatchId) -> None:

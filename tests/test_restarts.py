@@ -43,6 +43,7 @@ def test_events_acknowledged_after_idle_restarts_are_in_the_table(start_server, 
         end(restart())
     server = restart()
     ingest_flushed(server, "t", 5, 5)
+    assert server.stats("t")["batches_already_landed"] == 0
     assert server.query("SELECT count(*) AS n, count(DISTINCT id) AS ids FROM t").to_pylist() == [{"n": 10, "ids": 10}]
     assert server.stop() == 0
 
