@@ -74,3 +74,43 @@ def test_a_body_larger_than_the_whole_budget_is_413_and_gzip_counts_its_inflated
     server.wait_landed("t", 100)
     assert server.stats()["buffer_bytes"] == 0
     assert server.stop() == 0
+
+
+def test_tcp_and_http_past_the_budget_share_the_room(start_server):
+    # The sink takes about 10,000 events/s; TCP alone offers far more, and HTTP pushes too.
+    server = start_server("--batch-events", 1000, "--flush-interval", 50, "--sink-delay-ms", 100,
+                          "--max-buffer-bytes", 2 << 20)
+    tcp_events, request_events = 20_000, 100
+    tcp_in = threading.Event()  # the server has read every TCP event
+    tcp = threading.Thread(target=server.send_tcp, args=(ndjson(tcp_events),))
+    answers = {200: 0, 429: 0}
+
+    def send_http(worker):
+        conn = http.client.HTTPConnection(server.host, server.http_port, timeout=60)
+        body = ndjson(request_events, start=10_000_000 * (worker + 1))
+        while not tcp_in.is_set():
+            conn.request("POST", "/v1/ingest/web", body, {"Content-Type": "application/x-ndjson"})
+            response = conn.getresponse()
+            response.read()
+            answers[response.status] += 1
+            if response.status == 429:
+                tcp_in.wait(0.05)  # a client's pause before it retries, shorter than Retry-After
+        conn.close()
+
+    tcp.start()
+    poll(lambda: server.stats()["inputs_paused"] >= 1, what="the TCP input to be paused")
+    senders = [threading.Thread(target=send_http, args=(i,)) for i in range(2)]
+    for sender in senders:
+        sender.start()
+    server.wait_received("events", tcp_events)
+    tcp_in.set()
+    for sender in senders + [tcp]:
+        sender.join(timeout=60)
+    accepted_over_http = answers[200] * request_events
+    assert answers[429] >= 1  # both were past the budget
+    # While TCP got its 20,000 events in, HTTP must have had a fair part of the room too.
+    assert accepted_over_http >= tcp_events // 5, answers
+    server.wait_landed("events", tcp_events)
+    server.wait_landed("web", accepted_over_http)
+    server.assert_accounted()
+    assert server.stop() == 0
