@@ -37,6 +37,7 @@ class Settings:
     max_line_bytes: int = field(default=1 << 20, metadata={"help": "longer TCP lines are rejected and counted"})
     max_body_bytes: int = field(default=64 << 20, metadata={"help": "HTTP bodies over this (after gunzip) get 413"})
     max_buffer_bytes: int = field(default=512 << 20, metadata={"help": "memory budget for buffered and in-flight batches; above it TCP pauses and HTTP answers 429"})
+    max_query_bytes: int = field(default=64 << 20, metadata={"help": "POST /v1/query results larger than this (in Arrow) are refused with 400"})
     max_flushes_in_flight: int = field(default=2, metadata={"help": "concurrent writes into the sink (DuckDB always writes one at a time)"})
     retry_attempts: int = field(default=5, metadata={"help": "retries of a failed flush before its batch is dead-lettered"})
     retry_base_ms: int = field(default=100, metadata={"help": "backoff base: a retry waits random(0, min(base*2^attempt, max)) ms"})
@@ -67,7 +68,7 @@ class Settings:
             if not 0 <= getattr(self, name) <= 65535:
                 raise ConfigError(f"{name} must be between 0 and 65535")
         for name in ("batch_events", "batch_bytes", "flush_interval", "max_line_bytes", "max_body_bytes",
-                     "max_buffer_bytes", "max_flushes_in_flight", "retry_max_ms", "wal_fsync_interval",
+                     "max_buffer_bytes", "max_query_bytes", "max_flushes_in_flight", "retry_max_ms", "wal_fsync_interval",
                      "wal_segment_bytes", "receipt_retention", "idempotency_window"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, not {getattr(self, name)}")

@@ -236,7 +236,7 @@ class IngestServer:
     async def query_arrow(self, sql: str) -> bytes:
         """Runs SQL against the sink off the loop; the result as an Arrow IPC stream."""
         def run() -> bytes:
-            table = self.sink.query(sql)
+            table = self.sink.query(sql, self.settings.max_query_bytes)
             sink = pa.BufferOutputStream()
             with pa.ipc.new_stream(sink, table.schema) as writer:
                 writer.write_table(table)

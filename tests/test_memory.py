@@ -5,6 +5,7 @@ import http.client
 import json
 import threading
 
+import pytest
 from conftest import poll
 from test_faults import process_memory
 
@@ -73,6 +74,22 @@ def test_a_body_larger_than_the_whole_budget_is_413_and_gzip_counts_its_inflated
     assert server.ingest("t", ndjson(100), gzipped=True)[0] == 200
     server.wait_landed("t", 100)
     assert server.stats()["buffer_bytes"] == 0
+    assert server.stop() == 0
+
+
+@pytest.mark.parametrize("sink", ["duckdb", "parquet"])
+def test_a_query_result_over_the_cap_is_refused_with_a_clear_error_and_memory_stays_bounded(start_server, sink):
+    cap = 8 << 20
+    server = start_server("--sink", sink, "--max-query-bytes", cap)
+    server.query("SELECT 1")  # warm up what a query loads before the baseline
+    baseline = process_memory(server.proc.pid, "VmRSS")
+    big = "SELECT range AS n, repeat('x', 100) AS pad FROM range(4000000)"  # about 450 MB in Arrow
+    status, _, payload = server.http("POST", "/v1/query", big.encode(), {"Content-Type": "text/plain"})
+    assert status == 400 and "--max-query-bytes" in json.loads(payload)["error"]
+    assert process_memory(server.proc.pid, "VmHWM") - baseline < cap + MARGIN
+    small = server.query("SELECT count(*) AS n, max(length(pad)) AS w FROM (SELECT repeat('x', 100) AS pad FROM range(50000))")
+    assert small.to_pylist() == [{"n": 50000, "w": 100}]
+    assert server.query("SELECT range AS n FROM range(200000)").num_rows == 200000  # many batches, under the cap
     assert server.stop() == 0
 
 

@@ -111,10 +111,10 @@ class DuckDBSink:
         the same rows cannot help, bisecting them can."""
         return isinstance(exc, DATA_ERRORS)
 
-    def query(self, sql: str) -> pa.Table:
+    def query(self, sql: str, max_bytes: int | None = None) -> pa.Table:
         cursor = self._con.cursor()  # its own connection to the same database: safe beside the writer
         try:
-            return query_arrow(cursor, sql)
+            return query_arrow(cursor, sql, max_bytes)
         finally:
             cursor.close()
 

@@ -59,14 +59,14 @@ class ParquetSink:
         directory) is worth retrying instead."""
         return isinstance(exc, (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError))
 
-    def query(self, sql: str) -> pa.Table:
-        return query_directory(self.root, sql)
+    def query(self, sql: str, max_bytes: int | None = None) -> pa.Table:
+        return query_directory(self.root, sql, max_bytes)
 
     def close(self) -> None:
         pass
 
 
-def query_directory(root: Path, sql: str) -> pa.Table:
+def query_directory(root: Path, sql: str, max_bytes: int | None = None) -> pa.Table:
     """SQL over every table directory under `root`, each exposed as a view."""
     con = duckdb.connect(":memory:")
     try:
@@ -79,7 +79,7 @@ def query_directory(root: Path, sql: str) -> pa.Table:
                     f"CREATE VIEW {quote_identifier(directory.name)} AS "
                     f"SELECT * FROM read_parquet('{pattern}', union_by_name = true)"
                 )
-        return query_arrow(con, sql)
+        return query_arrow(con, sql, max_bytes)
     finally:
         con.close()
 
