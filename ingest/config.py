@@ -38,7 +38,7 @@ class Settings:
     max_body_bytes: int = field(default=64 << 20, metadata={"help": "HTTP bodies over this (after gunzip) get 413"})
     max_buffer_bytes: int = field(default=512 << 20, metadata={"help": "memory budget for buffered and in-flight batches; above it TCP pauses and HTTP answers 429"})
     max_query_bytes: int = field(default=64 << 20, metadata={"help": "POST /v1/query results larger than this (in Arrow) are refused with 400"})
-    max_flushes_in_flight: int = field(default=2, metadata={"help": "concurrent writes into the sink (DuckDB always writes one at a time)"})
+    max_flushes_in_flight: int = field(default=2, metadata={"help": "concurrent writes into the sink, of different tables"})
     retry_attempts: int = field(default=5, metadata={"help": "retries of a failed flush before its batch is dead-lettered"})
     retry_base_ms: int = field(default=100, metadata={"help": "backoff base: a retry waits random(0, min(base*2^attempt, max)) ms"})
     retry_max_ms: int = field(default=10_000, metadata={"help": "backoff ceiling in ms"})

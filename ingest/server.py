@@ -83,8 +83,8 @@ class IngestServer:
             self.wal = WriteAheadLog(settings.wal_dir, settings.wal_fsync, settings.wal_fsync_interval,
                                      settings.wal_segment_bytes)
         cores = os.cpu_count() or 2
-        # DuckDB has one writer connection; Parquet files are independent.
-        writers = 1 if self.sink.name == "duckdb" else settings.max_flushes_in_flight
+        # Tables write concurrently (a DuckDB cursor each, or their own Parquet files); a table's writes are in order.
+        writers = settings.max_flushes_in_flight
         self._pools = [
             ThreadPoolExecutor(cores, thread_name_prefix="encode"),
             ThreadPoolExecutor(writers, thread_name_prefix="sink"),

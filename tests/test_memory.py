@@ -131,3 +131,35 @@ def test_tcp_and_http_past_the_budget_share_the_room(start_server):
     server.wait_landed("web", accepted_over_http)
     server.assert_accounted()
     assert server.stop() == 0
+
+
+def test_one_tables_slow_duckdb_write_does_not_hold_up_another_tables(tmp_path):
+    import pyarrow as pa
+
+    from ingest.sinks import DuckDBSink
+    from ingest.sinks.base import BatchId
+
+    sink = DuckDBSink(tmp_path / "ingest.duckdb")
+    schema = pa.schema([("n", pa.int64())])
+    started, release = threading.Event(), threading.Event()
+
+    def slow_rows():  # the slow table's batch: its rows come once the test lets them
+        started.set()
+        release.wait()
+        yield pa.record_batch([pa.array([1, 2, 3])], schema=schema)
+
+    slow = threading.Thread(target=sink.write, args=("slow", pa.RecordBatchReader.from_batches(schema, slow_rows())))
+    slow.start()
+    started.wait()  # the slow table's write is under way, its transaction open
+    fast = threading.Thread(target=sink.write, args=("fast", pa.record_batch([pa.array([7])], schema=schema), BatchId(1, 1)))
+    fast.start()
+    fast.join(timeout=60)  # only a guard: on a single writer this waits for the slow table for ever
+    stuck = fast.is_alive()
+    release.set()
+    slow.join()
+    fast.join()
+    assert not stuck, "the fast table's write waited for the slow table's"
+    assert sink.query("SELECT count(*) AS n FROM slow").to_pylist() == [{"n": 3}]
+    assert sink.query("SELECT n FROM fast").to_pylist() == [{"n": 7}]
+    assert sink.ledger().complete == {"fast": {(1, 1)}}
+    sink.close()

@@ -1,6 +1,11 @@
 """DuckDB sink: one table per ingest table in DIR/ingest.duckdb, created and
 altered to follow the encoder's schema; each batch lands in one transaction,
-together with its id in the `_ingest_ledger` table."""
+together with its id in the `_ingest_ledger` table.
+
+Each table writes through its own cursor (a connection to the same database)
+under its own lock, so one table's slow batch does not hold up the others:
+DuckDB runs their transactions concurrently (appends, and ledger rows with
+different keys, do not conflict). A table's writes stay one at a time."""
 from __future__ import annotations
 
 import threading
@@ -24,7 +29,8 @@ class DuckDBSink:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._con = duckdb.connect(str(path))
-        self._lock = threading.Lock()  # one writer: the connection is not shared between threads
+        self._lock = threading.Lock()  # guards the main connection and the dicts below
+        self._writers: dict[str, tuple[threading.Lock, duckdb.DuckDBPyConnection]] = {}  # table -> its lock, cursor
         self._columns: dict[str, dict[str, str]] = {}  # table -> column -> DuckDB type
         self._con.execute(
             f"CREATE TABLE IF NOT EXISTS {LEDGER} (table_name VARCHAR, batch_id VARCHAR, first_lsn BIGINT,"
@@ -54,13 +60,20 @@ class DuckDBSink:
                 ddl.append(f"ALTER TABLE {quote_identifier(table)} ALTER {quote_identifier(name)} TYPE DOUBLE")
         return ddl
 
-    def write(self, table: str, batch: pa.RecordBatch, batch_id: BatchId | None = None) -> bool:
+    def _writer(self, table: str) -> tuple[threading.Lock, duckdb.DuckDBPyConnection]:
         with self._lock:
-            con = self._con
+            writer = self._writers.get(table)
+            if writer is None:
+                writer = self._writers[table] = (threading.Lock(), self._con.cursor())
+            return writer
+
+    def write(self, table: str, batch: pa.RecordBatch, batch_id: BatchId | None = None) -> bool:
+        lock, con = self._writer(table)
+        with lock:
             ddl = self._evolve(table, batch.schema)
             con.execute("BEGIN TRANSACTION")
             try:
-                if batch_id is not None and self._has(table, batch_id):
+                if batch_id is not None and self._has(con, table, batch_id):
                     con.execute("ROLLBACK")
                     return False
                 for statement in ddl:
@@ -68,7 +81,7 @@ class DuckDBSink:
                 con.register(BATCH_VIEW, batch)
                 con.execute(f"INSERT INTO {quote_identifier(table)} BY NAME SELECT * FROM {BATCH_VIEW}")
                 if batch_id is not None:
-                    self._record(table, batch_id, batch.num_rows)
+                    self._record(con, table, batch_id, batch.num_rows)
                 con.execute("COMMIT")
             except BaseException:
                 try:
@@ -85,22 +98,25 @@ class DuckDBSink:
             return True
 
     def mark_settled(self, table: str, batch_id: BatchId) -> None:
-        with self._lock:
-            if not self._has(table, batch_id):
-                self._record(table, batch_id, None)
+        lock, con = self._writer(table)
+        with lock:
+            if not self._has(con, table, batch_id):
+                self._record(con, table, batch_id, None)
 
     def ledger(self) -> Ledger:
         with self._lock:
             rows = self._con.execute(f"SELECT table_name, batch_id FROM {LEDGER}").fetchall()
         return Ledger.from_ids((table, BatchId.parse(text)) for table, text in rows)
 
-    def _has(self, table: str, batch_id: BatchId) -> bool:
-        return bool(self._con.execute(
+    @staticmethod
+    def _has(con, table: str, batch_id: BatchId) -> bool:
+        return bool(con.execute(
             f"SELECT 1 FROM {LEDGER} WHERE table_name = ? AND batch_id = ?", [table, str(batch_id)]
         ).fetchall())
 
-    def _record(self, table: str, batch_id: BatchId, rows: int | None) -> None:
-        self._con.execute(
+    @staticmethod
+    def _record(con, table: str, batch_id: BatchId, rows: int | None) -> None:
+        con.execute(
             f"INSERT INTO {LEDGER} (table_name, batch_id, first_lsn, last_lsn, whole, row_count) VALUES (?, ?, ?, ?, ?, ?)",
             [table, str(batch_id), batch_id.first_lsn, batch_id.last_lsn, batch_id.whole, rows],
         )
@@ -120,6 +136,10 @@ class DuckDBSink:
 
     def close(self) -> None:
         with self._lock:
+            for lock, cursor in self._writers.values():
+                with lock:
+                    cursor.close()
+            self._writers.clear()
             self._con.execute("CHECKPOINT")
             self._con.close()
 
