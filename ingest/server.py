@@ -275,7 +275,7 @@ class IngestServer:
         running = RunningQuery()
 
         def run() -> bytes:
-            table = self.sink.query(sql, running)
+            table = self.sink.query(sql, running, self.settings.max_query_bytes)
             sink = pa.BufferOutputStream()
             with pa.ipc.new_stream(sink, table.schema) as writer:
                 writer.write_table(table)

@@ -207,9 +207,11 @@ class Sink(Protocol):
         I/O error, permission, a locked or unreachable store): the same rows
         can land once it is back."""
 
-    def query(self, sql: str, running: RunningQuery | None = None) -> pa.Table:
+    def query(self, sql: str, running: RunningQuery | None = None, max_bytes: int | None = None) -> pa.Table:
         """Run SQL over the landed tables, safe while writes go on;
-        `running` lets another thread interrupt it."""
+        `running` lets another thread interrupt it; a result over
+        `max_bytes` raises QueryTooLarge."""
+
     def resolve_table(self, table: str) -> str:
         """The table's name in the sink: names are case-insensitive, the
         first spelling (or the one the sink already has) wins."""
@@ -256,15 +258,43 @@ class RunningQuery:
                 self._connection = None
 
 
-def query_arrow(connection, sql: str, running: RunningQuery | None = None) -> pa.Table:
+QUERY_BATCH_ROWS = 16_384  # rows fetched at a time when a result is capped
+
+
+class QueryTooLarge(Exception):
+    """A query result grew past its cap (--max-query-bytes)."""
+
+
+def query_arrow(connection, sql: str, running: RunningQuery | None = None, max_bytes: int | None = None) -> pa.Table:
     """Runs SQL on a DuckDB connection; the result as an Arrow table
-    (empty for statements that return no rows)."""
+    (empty for statements that return no rows). With `max_bytes`, the
+    result is read in record batches and refused once it grows past it."""
     with running.on(connection) if running is not None else nullcontext():
         relation = connection.sql(sql)
         if relation is None:
             return pa.table({})
-        to_arrow = getattr(relation, "to_arrow_table", None) or relation.arrow  # DuckDB 2 renamed it
-        return to_arrow()
+        if max_bytes is None:
+            to_arrow = getattr(relation, "to_arrow_table", None) or relation.arrow  # DuckDB 2 renamed it
+            return to_arrow()
+        return read_capped(relation, max_bytes)
+
+
+def read_capped(relation, max_bytes: int) -> pa.Table:
+    """A DuckDB relation's result, fetched batch by batch; QueryTooLarge
+    as soon as the batches read exceed `max_bytes`."""
+    to_reader = getattr(relation, "to_arrow_reader", None) or relation.fetch_record_batch  # DuckDB 2 renamed it
+    reader = to_reader(QUERY_BATCH_ROWS)
+    batches, size = [], 0
+    try:
+        for batch in reader:
+            size += batch.nbytes
+            if size > max_bytes:
+                raise QueryTooLarge(f"the result is larger than {max_bytes} bytes (--max-query-bytes); select fewer "
+                                    "rows or columns (LIMIT, WHERE) or aggregate")
+            batches.append(batch)
+    finally:
+        reader.close()
+    return pa.Table.from_batches(batches, reader.schema)
 
 
 class SlowSink:

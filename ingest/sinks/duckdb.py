@@ -149,10 +149,10 @@ class DuckDBSink:
         return isinstance(exc, ENVIRONMENT_ERRORS) or (
             isinstance(exc, duckdb.Error) and bool(FILE_FAILURE.search(str(exc))))
 
-    def query(self, sql: str, running: RunningQuery | None = None) -> pa.Table:
+    def query(self, sql: str, running: RunningQuery | None = None, max_bytes: int | None = None) -> pa.Table:
         cursor = self._con.cursor()  # its own connection to the same database: safe beside the writer
         try:
-            return query_arrow(cursor, sql, running)
+            return query_arrow(cursor, sql, running, max_bytes)
         finally:
             cursor.close()
 

@@ -100,14 +100,15 @@ class ParquetSink:
         (Arrow's I/O errors are OSErrors too)."""
         return isinstance(exc, OSError)
 
-    def query(self, sql: str, running: RunningQuery | None = None) -> pa.Table:
-        return query_directory(self.root, sql, running)
+    def query(self, sql: str, running: RunningQuery | None = None, max_bytes: int | None = None) -> pa.Table:
+        return query_directory(self.root, sql, running, max_bytes)
 
     def close(self) -> None:
         pass
 
 
-def query_directory(root: Path, sql: str, running: RunningQuery | None = None) -> pa.Table:
+def query_directory(root: Path, sql: str, running: RunningQuery | None = None,
+                    max_bytes: int | None = None) -> pa.Table:
     """SQL over every table directory under `root`, each exposed as a view.
     View names are case-insensitive: directories whose names differ only in
     case are one view, named as the first of them in sorted order."""
@@ -124,7 +125,7 @@ def query_directory(root: Path, sql: str, running: RunningQuery | None = None) -
                 f"CREATE VIEW {quote_identifier(directories[0].name)} AS "
                 f"SELECT * FROM read_parquet([{patterns}], union_by_name = true)"
             )
-        return query_arrow(con, sql, running)
+        return query_arrow(con, sql, running, max_bytes)
     finally:
         con.close()
 

@@ -143,6 +143,7 @@ class HttpIngestProtocol(asyncio.Protocol):
         self._body_size = 0
         self._inflate = None
         self._early_error: HttpError | None = None
+        self._reserved: int | None = None  # bytes of the memory budget this ingest body holds while it is read
 
     # asyncio.Protocol
 
@@ -152,6 +153,7 @@ class HttpIngestProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc):
         self._closing = True
+        self._release()
         self._connections.discard(self)
         for query in list(self._queries):  # nobody is left to read the result
             query.cancel()
@@ -193,10 +195,6 @@ class HttpIngestProtocol(asyncio.Protocol):
                 self._early_error = HttpError(503, f"the sink is failing ({self._server.sink_health.error}); retry later",
                                               headers=(("Retry-After", str(RETRY_AFTER_SECONDS)),))
                 return
-            if self._server.budget.exhausted:
-                self._early_error = HttpError(429, "the server is at its memory budget; retry after the delay given",
-                                              headers=(("Retry-After", str(RETRY_AFTER_SECONDS)),))
-                return
         length = self._headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self._server.settings.max_body_bytes:
             # Refuse before reading the body: the client may stop sending.
@@ -207,6 +205,10 @@ class HttpIngestProtocol(asyncio.Protocol):
             self._inflate = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
         elif encoding not in ("identity", ""):
             self._early_error = HttpError(415, f"unsupported Content-Encoding {encoding!r}; send gzip or identity")
+        if self._early_error is None and self._url.startswith(INGEST_PREFIX.encode()) and self._parser.get_method() == b"POST":
+            # The body counts against the memory budget while it is read: refused before it is, when it does not fit.
+            self._reserved = 0
+            self._reserve(int(length) if length is not None and length.isdigit() else 0)
 
     def on_body(self, chunk: bytes) -> None:
         if self._closing or self._early_error is not None:
@@ -225,6 +227,8 @@ class HttpIngestProtocol(asyncio.Protocol):
         if self._body_size > limit:
             self._answer_and_close(self._too_large())
             return
+        if self._reserved is not None and self._body_size > self._reserved and not self._reserve(self._body_size):
+            return  # refused: the chunks read so far are dropped
         self._body.append(chunk)
 
     def _gunzip(self, chunk: bytes, room: int) -> bytes:
@@ -259,6 +263,8 @@ class HttpIngestProtocol(asyncio.Protocol):
             self._headers,
             b"".join(self._body),
         )
+        self._body = []
+        self._release()  # the body is read: once buffered, the pipeline counts its lines
         future = self._server.loop.create_future()
         self._responses.append((future, route_of(self._url)))
         if self._early_error is not None:
@@ -303,7 +309,31 @@ class HttpIngestProtocol(asyncio.Protocol):
         else:
             transport.close()
 
+    def _reserve(self, size: int) -> bool:
+        """Grows this body's share of the memory budget to `size` bytes; when
+        it does not fit, the request is refused (its body discarded as it
+        arrives) and what it held is given back."""
+        budget = self._server.budget
+        if size > budget.limit:
+            self._answer_and_close(HttpError(413, f"body of {size} bytes or more exceeds the memory budget of "
+                                                  f"{budget.limit} bytes (--max-buffer-bytes); split it into smaller requests"))
+            return False
+        if budget.reserve(size - self._reserved):
+            self._reserved = size
+            return True
+        self._release()
+        self._body = []
+        self._early_error = HttpError(429, "the server is at its memory budget; retry after the delay given",
+                                      headers=(("Retry-After", str(RETRY_AFTER_SECONDS)),))
+        return False
+
+    def _release(self) -> None:
+        if self._reserved:
+            self._server.budget.give_back(self._reserved)
+        self._reserved = None
+
     def _answer_and_close(self, error: HttpError) -> None:
+        self._release()
         future = self._server.loop.create_future()
         future.set_result(self._error_response(error, keep_alive=False))
         self._responses.append((future, route_of(self._url)))

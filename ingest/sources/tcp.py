@@ -2,7 +2,8 @@
 
 TCP is fire-and-forget. Backpressure is TCP's own: while the memory budget is
 exhausted the connection is not read, so the sender's socket buffer fills
-and its writes block; reading resumes below the low-water mark. While the
+and its writes block; reading resumes below the low-water mark (or later,
+when HTTP requests were refused: see ingest.budget). While the
 write-ahead log cannot be appended to (a full disk), reading pauses too and
 is tried again every second; while the sink is failing, reading pauses until
 it takes writes again.
@@ -48,7 +49,7 @@ class TcpIngestProtocol(asyncio.Protocol):
             position = framer.feed(data, position, buffer)
             pipeline.appended()
         self._count_too_long()
-        if self._budget.exhausted:
+        if self._budget.streams_paused:
             self.transport.pause_reading()
             self._budget.wait_for_room(self, self._resume)
         elif self._sink_health is not None and self._sink_health.failing:
