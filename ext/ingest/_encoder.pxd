@@ -125,6 +125,9 @@ cdef struct LineError:
     int got                 # FieldType of the value; JsonKind for declared columns
     Py_ssize_t path_at      # declared columns: the field's path in Encoder._paths, UTF-8
     Py_ssize_t path_len     # its bytes; 0 = the reason names `column`
+    const char *value       # E_NOT_TIMESTAMP: the value's text, valid until line_rejected copies it
+    Py_ssize_t value_len    # its bytes (at most QUOTED_VALUE_BYTES + 1 once copied)
+    Py_ssize_t value_at     # where line_rejected copied it in Encoder._paths
 
 
 @cython.final
