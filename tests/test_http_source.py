@@ -40,6 +40,19 @@ def test_no_valid_line_is_400(start_server):
     assert server.stop() == 0
 
 
+@pytest.mark.parametrize("body, headers", [
+    (b"", {}), (b"\n\r\n  \n", {}), (b"[]", {"Content-Type": "application/json"}),
+    (b" [ \n ] ", {"Content-Type": "application/json"}),
+])
+def test_a_body_without_events_is_400(start_server, body, headers):
+    server = start_server()
+    status, _, payload = server.http("POST", "/v1/ingest/t", body, headers)
+    assert status == 400
+    assert json.loads(payload)["error"].startswith("the body holds no events")
+    assert "t" not in server.stats()["tables"]  # nothing was counted for the table
+    assert server.stop() == 0
+
+
 def test_gzip_and_json_array_bodies(start_server):
     server = start_server()
     assert server.ingest("t", ndjson(100), gzipped=True)[1]["accepted"] == 100
