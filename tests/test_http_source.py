@@ -53,6 +53,28 @@ def test_a_body_without_events_is_400(start_server, body, headers):
     assert server.stop() == 0
 
 
+def test_values_that_cannot_be_stored_as_sent_are_rejected_with_the_reason(start_server, implementation):
+    server = start_server(implementation=implementation)
+    body = (b'{"n":1.5,"ts":"2024-01-01T00:00:00Z"}\n'
+            b'{"n":1e400}\n'
+            b'{"n":' + b"9" * 100_000 + b'}\n'
+            b'{"ts":"0001-01-01T00:00:00+01:00"}\n'
+            b'{"ts":"2024-13-01T00:00:00Z"}\n'
+            b'{"n":2,"ts":"0001-01-01T01:00:00+01:00"}\n')
+    status, _, payload = server.http("POST", "/v1/ingest/t?wait=flushed", body,
+                                     {"Content-Type": "application/x-ndjson"})
+    reply = json.loads(payload)
+    assert (status, reply["landed"], reply["rejected"]) == (200, 2, 4), reply
+    assert set(reply["reasons"]) == {
+        "field 'n': number out of range for DOUBLE",
+        "field 'ts': timestamp out of range (years 0001-9999)",
+        'field \'ts\': "2024-13-01T00:00:00Z" is not an ISO-8601 timestamp'
+        " (YYYY-MM-DDTHH:MM:SS[.fraction][Z|+HH:MM|-HH:MM])"}
+    rows = server.query("SELECT n, strftime(ts, '%Y-%m-%d %H:%M:%S') AS ts FROM t ORDER BY n").to_pylist()
+    assert rows == [{"n": 1.5, "ts": "2024-01-01 00:00:00"}, {"n": 2.0, "ts": "0001-01-01 00:00:00"}]
+    assert server.stop() == 0
+
+
 def test_gzip_and_json_array_bodies(start_server):
     server = start_server()
     assert server.ingest("t", ndjson(100), gzipped=True)[1]["accepted"] == 100

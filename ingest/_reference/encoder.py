@@ -33,7 +33,8 @@ Rules, in the order they are applied to a line:
    2 GiB of text in one batch" (text columns have int32 offsets).
 5. A line that passes is committed whole: a column gets its type from its
    first non-null value (and only then joins the schema), int64 widens to
-   float64 when a float arrives, float64 takes ints as floats, a string column
+   float64 when a float arrives (exact up to 2**53; beyond, the nearest double),
+   float64 takes ints as floats, a string column
    takes timestamp-looking strings as text. A string is timestamp-looking
    only if its UTC instant is within years 0001-9999.
 
