@@ -75,6 +75,19 @@ def test_values_that_cannot_be_stored_as_sent_are_rejected_with_the_reason(start
     assert server.stop() == 0
 
 
+def test_too_wide_or_too_deep_events_are_rejected_per_line(start_server, implementation):
+    server = start_server(implementation=implementation)
+    wide = ("{" + ",".join(f'"k{i}":{i}' for i in range(10_001)) + "}").encode()
+    deep = b'{"a":' + b"[" * 64 + b"]" * 64 + b"}"
+    status, reply = server.ingest("t", b'{"n":1}\n' + wide + b"\n" + deep + b'\n{"n":2}\n')
+    assert status == 200 and reply["accepted"] == 2
+    assert reply["errors"] == [{"line": 2, "error": "more than 10000 fields in one event"},
+                               {"line": 3, "error": "nesting deeper than 64"}]
+    server.wait_landed("t", 2)
+    assert server.query("SELECT n FROM t ORDER BY n").to_pylist() == [{"n": 1}, {"n": 2}]
+    assert server.stop() == 0
+
+
 def test_gzip_and_json_array_bodies(start_server):
     server = start_server()
     assert server.ingest("t", ndjson(100), gzipped=True)[1]["accepted"] == 100
