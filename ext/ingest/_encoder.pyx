@@ -818,7 +818,7 @@ cdef inline bint parse_timestamp(const unsigned char *s, Py_ssize_t n, int64_t *
             and MIN_MICROS <= micros[0] <= MAX_MICROS)
 
 
-cdef bint timestamp_syntax(const unsigned char *s, Py_ssize_t n, int64_t *micros) noexcept nogil:
+cdef inline bint timestamp_syntax(const unsigned char *s, Py_ssize_t n, int64_t *micros) noexcept nogil:
     """YYYY-MM-DD[T ]HH:MM:SS[.f{1,9}][Z|+HH:MM|+HHMM|-...] -> µs since the
     epoch, UTC (no offset means UTC; digits past µs are truncated); the
     offset may take the instant outside years 0001-9999."""
