@@ -132,17 +132,37 @@ def test_float_column_takes_ints(encoder):
 
 
 def test_integers_outside_int64_become_float(encoder):
+    # Documented (README, Types): an integer outside int64 is a DOUBLE, rounded to 53 bits.
     result = encode(encoder, [
         b'{"max":9223372036854775807,"min":-9223372036854775808,'
-        b'"over":9223372036854775808,"under":-9223372036854775809,"huge":1e400,"zero":-0}',
+        b'"over":9223372036854775808,"under":-9223372036854775809,"zero":-0,'
+        b'"big":18446744073709551617}',
     ])
     types = {field.name: field.type for field in result.batch.schema}
     assert types == {"max": pa.int64(), "min": pa.int64(), "over": pa.float64(),
-                     "under": pa.float64(), "huge": pa.float64(), "zero": pa.int64()}
+                     "under": pa.float64(), "zero": pa.int64(), "big": pa.float64()}
     assert columns(result.batch) == {
         "max": [2**63 - 1], "min": [-(2**63)], "over": [2.0**63], "under": [-(2.0**63)],
-        "huge": [float("inf")], "zero": [0],
+        "zero": [0], "big": [2.0**64],
     }
+
+
+@pytest.mark.parametrize("number", [b"1e400", b"-1e400", b"1" * 100_000, b"-" + b"9" * 400, b"1.5e309"])
+def test_numbers_beyond_double_are_rejected_not_stored_as_inf(encoder, number):
+    result = encode(encoder, [b'{"v":1.5}', b'{"v":%s,"w":1}' % number, b'{"new":%s}' % number,
+                              b'{"s":"x"}', b'{"s":%s}' % number, b'{"v":1e308}'])
+    assert result.errors == [(1, "field 'v': number out of range for DOUBLE"),
+                             (2, "field 'new': number out of range for DOUBLE"),
+                             (4, "field 's': number out of range for DOUBLE")]
+    assert columns(result.batch) == {"v": [1.5, None, 1e308], "s": [None, "x", None]}
+
+
+def test_declared_float64_rejects_numbers_beyond_double(module):
+    encoder = declared(module, {"v": "float64", "l": "list<float64>"})
+    result = encode(encoder, [b'{"v":1e400}', b'{"l":[1, -1e999]}', b'{"v":2, "l":[1e308]}'])
+    assert result.errors == [(0, "field 'v': number out of range for DOUBLE"),
+                             (1, "field 'l[1]': number out of range for DOUBLE")]
+    assert columns(result.batch) == {"v": [2.0], "l": [[1e308]]}
 
 
 def test_number_forms(encoder):
@@ -190,7 +210,8 @@ def test_rejected_line_does_not_widen(encoder):
     (b'true', b'1', "field 'v': expected bool, got int64"),
     (b'"s"', b'1', "field 'v': expected string, got int64"),
     (b'"s"', b'{"a":1}', "field 'v': expected string, got json"),
-    (b'"2024-01-01T00:00:00Z"', b'"soon"', "field 'v': expected timestamp, got string"),
+    (b'"2024-01-01T00:00:00Z"', b'"soon"', 'field \'v\': "soon" is not an ISO-8601 timestamp'
+     " (YYYY-MM-DDTHH:MM:SS[.fraction][Z|+HH:MM|-HH:MM])"),
     (b'"2024-01-01T00:00:00Z"', b'1', "field 'v': expected timestamp, got int64"),
     (b'[1]', b'"[1]"', "field 'v': expected json, got string"),
     (b'{"a":1}', b'1e3', "field 'v': expected json, got float64"),
@@ -305,6 +326,47 @@ def test_strings_that_are_not_timestamps(encoder, text):
     batch = encode(encoder, [json.dumps({"t": text}, ensure_ascii=False).encode()]).batch
     assert batch.schema.field("t").type == pa.string()
     assert columns(batch) == {"t": [text]}
+
+
+ISO_FORMAT = " (YYYY-MM-DDTHH:MM:SS[.fraction][Z|+HH:MM|-HH:MM])"
+
+
+@pytest.mark.parametrize("text", ["0001-01-01T00:00:00+01:00", "0001-01-01T00:59:59.999999+01:00",
+                                  "9999-12-31T23:59:59-00:01", "9999-12-31T23:00:00-23:59"])
+def test_timestamps_whose_utc_instant_is_outside_years_1_to_9999(encoder, text):
+    # Not a timestamp: a new column of them is text; a timestamp column rejects them with the reason.
+    result = encode(encoder, [b'{"s":"%s"}' % text.encode(), b'{"t":"2024-01-01T00:00:00Z"}',
+                              b'{"t":"%s"}' % text.encode(), b'{"t":"0001-01-01T01:00:00+01:00"}'])
+    assert result.errors == [(2, "field 't': timestamp out of range (years 0001-9999)")]
+    assert result.batch.schema.field("s").type == pa.string()
+    assert columns(result.batch) == {
+        "s": [text, None, None],
+        "t": [None, datetime.datetime(2024, 1, 1, tzinfo=UTC), datetime.datetime(1, 1, 1, tzinfo=UTC)]}
+
+
+@pytest.mark.parametrize("value, shown", [
+    ("2024-13-01T00:00:00Z", '"2024-13-01T00:00:00Z"'),
+    ("", '""'),
+    ('tab\t "quote" é', '"tab\\t \\"quote\\" é"'),
+    ("x" * 100, '"' + "x" * 64 + '..."'),
+    ("é" * 40, '"' + "é" * 32 + '..."'),  # cut at 64 bytes, on a character boundary
+])
+def test_bad_timestamp_reason_quotes_the_value_and_the_format(encoder, value, shown):
+    lines = [b'{"ts":"2024-01-01T00:00:00Z"}', json.dumps({"ts": value}, ensure_ascii=False).encode()]
+    result = encode(encoder, lines)
+    assert result.errors == [(1, f"field 'ts': {shown} is not an ISO-8601 timestamp" + ISO_FORMAT)]
+    assert result.batch.num_rows == 1
+
+
+def test_event_key_limit(module):
+    limit = reference.MAX_EVENT_KEYS  # encoder_consts.pxi has the same number
+    assert limit == 10_000
+    fits = ("{" + ",".join(f'"k{i}":{i}' for i in range(limit)) + "}").encode()
+    too_wide = ("{" + ",".join(f'"k{i % 10}":{i}' for i in range(limit + 1)) + "}").encode()
+    result = encode(module.Encoder("wide"), [fits, too_wide, b'{"k1":1}'])
+    assert result.errors == [(1, f"more than {limit} fields in one event")]
+    assert result.batch.num_rows == 2 and result.batch.num_columns == limit
+    assert module.validate_lines(*inputs([too_wide, fits])) == [(0, "more than 10000 fields in one event")]
 
 
 def test_timestamp_written_with_escapes(encoder):
@@ -620,8 +682,12 @@ def test_declared_dates(module, text, days):
     ("bool", b'"true"', "field 'v': expected bool, got string"),
     ("string", b"1", "field 'v': expected string, got integer"),
     ("string", b'["a"]', "field 'v': expected string, got array"),
-    ("timestamp", b'"soon"', "field 'v': string is not an ISO-8601 timestamp"),
-    ("timestamp", b'"2024-01-01"', "field 'v': string is not an ISO-8601 timestamp"),
+    ("timestamp", b'"soon"', 'field \'v\': "soon" is not an ISO-8601 timestamp' + ISO_FORMAT),
+    ("timestamp", b'"2024-01-01"', 'field \'v\': "2024-01-01" is not an ISO-8601 timestamp' + ISO_FORMAT),
+    ("timestamp", b'"0001-01-01T00:00:00+01:00"', "field 'v': timestamp out of range (years 0001-9999)"),
+    ("list<timestamp>", b'["2024-01-01T00:00:00Z", "x\\ty"]',
+     'field \'v[1]\': "x\\ty" is not an ISO-8601 timestamp' + ISO_FORMAT),
+    ("float64", b"1e400", "field 'v': number out of range for DOUBLE"),
     ("timestamp", b"1.5", "field 'v': expected timestamp, got number"),
     ("timestamp", b"false", "field 'v': expected timestamp, got bool"),
     ("timestamp[s]", b"253402300800", "field 'v': timestamp out of range (years 0001-9999)"),

@@ -41,6 +41,54 @@ def test_no_valid_line_is_400(start_server):
     assert server.stop() == 0
 
 
+@pytest.mark.parametrize("body, headers", [
+    (b"", {}), (b"\n\r\n  \n", {}), (b"[]", {"Content-Type": "application/json"}),
+    (b" [ \n ] ", {"Content-Type": "application/json"}),
+])
+def test_a_body_without_events_is_400(start_server, body, headers):
+    server = start_server()
+    status, _, payload = server.http("POST", "/v1/ingest/t", body, headers)
+    assert status == 400
+    assert json.loads(payload)["error"].startswith("the body holds no events")
+    assert "t" not in server.stats()["tables"]  # nothing was counted for the table
+    assert server.stop() == 0
+
+
+def test_values_that_cannot_be_stored_as_sent_are_rejected_with_the_reason(start_server, implementation):
+    server = start_server(implementation=implementation)
+    body = (b'{"n":1.5,"ts":"2024-01-01T00:00:00Z"}\n'
+            b'{"n":1e400}\n'
+            b'{"n":' + b"9" * 100_000 + b'}\n'
+            b'{"ts":"0001-01-01T00:00:00+01:00"}\n'
+            b'{"ts":"2024-13-01T00:00:00Z"}\n'
+            b'{"n":2,"ts":"0001-01-01T01:00:00+01:00"}\n')
+    status, _, payload = server.http("POST", "/v1/ingest/t?wait=flushed", body,
+                                     {"Content-Type": "application/x-ndjson"})
+    reply = json.loads(payload)
+    assert (status, reply["landed"], reply["rejected"]) == (200, 2, 4), reply
+    assert set(reply["reasons"]) == {
+        "field 'n': number out of range for DOUBLE",
+        "field 'ts': timestamp out of range (years 0001-9999)",
+        'field \'ts\': "2024-13-01T00:00:00Z" is not an ISO-8601 timestamp'
+        " (YYYY-MM-DDTHH:MM:SS[.fraction][Z|+HH:MM|-HH:MM])"}
+    rows = server.query("SELECT n, strftime(ts, '%Y-%m-%d %H:%M:%S') AS ts FROM t ORDER BY n").to_pylist()
+    assert rows == [{"n": 1.5, "ts": "2024-01-01 00:00:00"}, {"n": 2.0, "ts": "0001-01-01 00:00:00"}]
+    assert server.stop() == 0
+
+
+def test_too_wide_or_too_deep_events_are_rejected_per_line(start_server, implementation):
+    server = start_server(implementation=implementation)
+    wide = ("{" + ",".join(f'"k{i}":{i}' for i in range(10_001)) + "}").encode()
+    deep = b'{"a":' + b"[" * 64 + b"]" * 64 + b"}"
+    status, reply = server.ingest("t", b'{"n":1}\n' + wide + b"\n" + deep + b'\n{"n":2}\n')
+    assert status == 200 and reply["accepted"] == 2
+    assert reply["errors"] == [{"line": 2, "error": "more than 10000 fields in one event"},
+                               {"line": 3, "error": "nesting deeper than 64"}]
+    server.wait_landed("t", 2)
+    assert server.query("SELECT n FROM t ORDER BY n").to_pylist() == [{"n": 1}, {"n": 2}]
+    assert server.stop() == 0
+
+
 def test_gzip_and_json_array_bodies(start_server):
     server = start_server()
     assert server.ingest("t", ndjson(100), gzipped=True)[1]["accepted"] == 100

@@ -125,6 +125,9 @@ cdef struct LineError:
     int got                 # FieldType of the value; JsonKind for declared columns
     Py_ssize_t path_at      # declared columns: the field's path in Encoder._paths, UTF-8
     Py_ssize_t path_len     # its bytes; 0 = the reason names `column`
+    const char *value       # E_NOT_TIMESTAMP: the value's text, valid until line_rejected copies it
+    Py_ssize_t value_len    # its bytes (at most QUOTED_VALUE_BYTES + 1 once copied)
+    Py_ssize_t value_at     # where line_rejected copied it in Encoder._paths
 
 
 @cython.final
@@ -212,14 +215,17 @@ cdef class Encoder:
 #   bint parse_date(const char *text, Py_ssize_t n, int64_t *days)
 #                                                         YYYY-MM-DD -> days since the epoch
 #   bint parse_timestamp(const unsigned char *s, Py_ssize_t n, int64_t *micros)
-#                                                         ISO-8601 -> µs since the epoch, UTC
-#                                                         (one caller, parse_field: gcc inlines it)
+#                                                         inline: timestamp_syntax, within years
+#                                                         0001-9999 in UTC (one caller, parse_field)
+#   bint timestamp_syntax(const unsigned char *s, Py_ssize_t n, int64_t *micros)
+#                                                         inline: ISO-8601 -> µs since the epoch, UTC
 #   int validate_all(Parser *ps, const unsigned char *data, const int64_t *spans,
 #                    Py_ssize_t nlines, GrowBuf *errors)  the loop of validate_lines()
 #   Py_ssize_t check_spans(const int64_t *spans, Py_ssize_t nlines, Py_ssize_t size)
 #                                                         first span outside the data, or -1
-#   str reason(const LineError *e, str name, int max_depth)
+#   str reason(const LineError *e, str name, int max_depth, bytes value=None)
 #                                                         with the GIL: a LineError's reason string
+#                                                         (value: the quoted value, E_NOT_TIMESTAMP)
 #
 # the table: key lookup, per-line fields, type check, commit
 #   int table_init(Table *t)
@@ -259,6 +265,8 @@ cdef class Encoder:
 #   int field_kind(const Field *f)                        inline: the JsonKind of a parsed value
 #   int declared_error(LineError *err, int code, int expected, int got)
 #                                                         inline: fills err, returns -1
+#   int timestamp_error(const Field *f, LineError *err)   -1: why a string is not a timestamp
+#                                                         (out of range, or not ISO-8601 + its text)
 #   int declared_convert(const Column *c, Field *f, LineError *err)
 #                                                         a scalar fits the declared type? (and is
 #                                                         put in the form column_append takes)

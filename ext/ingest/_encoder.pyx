@@ -17,7 +17,10 @@ cimport cython
 from cpython.buffer cimport PyBUF_WRITABLE, PyBuffer_FillInfo
 from libc.stdint cimport INT64_MAX, int32_t, int64_t, uint8_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, realloc
+from libc.math cimport isinf
 from libc.string cimport memcmp, memcpy, memset
+
+import json
 
 import pyarrow as pa
 
@@ -330,6 +333,7 @@ cdef int parse_line(Parser *ps, Table *table) noexcept nogil:
     cdef Field scratch  # the value when only checking syntax (or of an undeclared key)
     cdef Field *field = &scratch
     cdef Py_ssize_t value_at
+    cdef Py_ssize_t nkeys = 0
     cdef unsigned char c
     if bad >= 0:
         return fail(ps, E_UTF8, bad)
@@ -355,6 +359,9 @@ cdef int parse_line(Parser *ps, Table *table) noexcept nogil:
                 return fail(ps, E_END_OF_LINE, n)
             if s[ps.pos] != 34:
                 return fail(ps, E_EXPECTED_KEY, ps.pos)
+            nkeys += 1
+            if nkeys > MAX_EVENT_KEYS:
+                return fail(ps, E_TOO_MANY_KEYS, ps.pos)
             key_at = ps.pos
             if scan_string(ps, build, &key, &key_len) < 0:
                 return -1
@@ -805,9 +812,16 @@ cdef bint parse_date(const char *text, Py_ssize_t n, int64_t *days) noexcept nog
     return True
 
 
-cdef bint parse_timestamp(const unsigned char *s, Py_ssize_t n, int64_t *micros) noexcept nogil:
+cdef inline bint parse_timestamp(const unsigned char *s, Py_ssize_t n, int64_t *micros) noexcept nogil:
+    """An ISO-8601 date-time whose UTC instant is within years 0001-9999."""
+    return (timestamp_syntax(s, n, micros)
+            and MIN_MICROS <= micros[0] <= MAX_MICROS)
+
+
+cdef inline bint timestamp_syntax(const unsigned char *s, Py_ssize_t n, int64_t *micros) noexcept nogil:
     """YYYY-MM-DD[T ]HH:MM:SS[.f{1,9}][Z|+HH:MM|+HHMM|-...] -> µs since the
-    epoch, UTC (no offset means UTC; digits past µs are truncated)."""
+    epoch, UTC (no offset means UTC; digits past µs are truncated); the
+    offset may take the instant outside years 0001-9999."""
     cdef int year, month, day, hour, minute, second, hours, minutes
     cdef int frac_digits = 0
     cdef int64_t frac = 0
@@ -899,8 +913,9 @@ cdef Py_ssize_t check_spans(const int64_t *spans, Py_ssize_t nlines,
     return -1
 
 
-cdef str reason(const LineError *e, str name, int max_depth):
-    """`name` is the field's name or path (the reference spells out the same text)."""
+cdef str reason(const LineError *e, str name, int max_depth, bytes value=None):
+    """`name` is the field's name or path, `value` the quoted value's first
+    bytes (the reference spells out the same text)."""
     if e.code == E_TYPE_CONFLICT:
         return f"field '{name}': expected {TYPE_NAMES[e.expected]}, got {TYPE_NAMES[e.got]}"
     if e.code == E_TEXT_TOO_LARGE:
@@ -910,7 +925,15 @@ cdef str reason(const LineError *e, str name, int max_depth):
     if e.code == E_INT_RANGE:
         return f"field '{name}': integer out of int64 range"
     if e.code == E_NOT_TIMESTAMP:
-        return f"field '{name}': string is not an ISO-8601 timestamp"
+        text = value[:QUOTED_VALUE_BYTES].decode("utf-8", "ignore")
+        if len(value) > QUOTED_VALUE_BYTES:
+            text += "..."
+        return (f"field '{name}': {json.dumps(text, ensure_ascii=False)} is not an ISO-8601 timestamp"
+                " (YYYY-MM-DDTHH:MM:SS[.fraction][Z|+HH:MM|-HH:MM])")
+    if e.code == E_NUMBER_RANGE:
+        return f"field '{name}': number out of range for DOUBLE"
+    if e.code == E_TOO_MANY_KEYS:
+        return f"more than {MAX_EVENT_KEYS} fields in one event"
     if e.code == E_NOT_DATE:
         return f"field '{name}': string is not a YYYY-MM-DD date"
     if e.code == E_TIMESTAMP_RANGE:
@@ -1106,7 +1129,16 @@ cdef int table_check_line(Table *t, Parser *ps, LineError *err, GrowBuf *paths) 
             if declared_field(t, ps, c, f, err) < 0:
                 return line_rejected(t, c, err, paths)
             continue
+        if f.type == FT_FLOAT64 and isinf(f.float_value):
+            memset(err, 0, sizeof(LineError))
+            err.code = E_NUMBER_RANGE
+            err.column = f.column
+            return line_rejected(t, NULL, err, paths)
         target = c.type
+        if target == FT_TIMESTAMP and f.type == FT_STRING:
+            timestamp_error(f, err)
+            err.column = f.column
+            return line_rejected(t, NULL, err, paths)
         if target == FT_NONE:
             target = f.type
         elif not (target == f.type
@@ -1149,6 +1181,13 @@ cdef int line_rejected(Table *t, const Column *root, LineError *err, GrowBuf *pa
             err.code = E_NO_MEMORY
             return -1
     err.path_len = paths.len - err.path_at
+    if err.value != NULL:
+        err.value_at = paths.len
+        if buf_append(paths, err.value, min(err.value_len, QUOTED_VALUE_BYTES + 1)) < 0:
+            err.code = E_NO_MEMORY
+            return -1
+        err.value_len = paths.len - err.value_at
+        err.value = NULL
     if t.has_nested:
         for i in range(t.ndeclared):
             c = &t.columns[i]
@@ -1425,6 +1464,18 @@ cdef inline int declared_error(LineError *err, int code, int expected, int got) 
     return -1
 
 
+cdef int timestamp_error(const Field *f, LineError *err) noexcept nogil:
+    """A string for a timestamp column that parse_timestamp refused: out of
+    range, or not ISO-8601 (its text is kept for the reason). Returns -1."""
+    cdef int64_t micros
+    if timestamp_syntax(<const unsigned char *>f.text, f.text_len, &micros):
+        return declared_error(err, E_TIMESTAMP_RANGE, FT_TIMESTAMP, K_STRING)
+    declared_error(err, E_NOT_TIMESTAMP, FT_TIMESTAMP, K_STRING)
+    err.value = f.text
+    err.value_len = f.text_len
+    return -1
+
+
 cdef int declared_convert(const Column *c, Field *f, LineError *err) noexcept nogil:
     """Whether a non-null scalar value fits the declared (non-list, non-struct)
     column c; puts it in the form column_append takes (a float for float64,
@@ -1450,6 +1501,8 @@ cdef int declared_convert(const Column *c, Field *f, LineError *err) noexcept no
             f.type = FT_FLOAT64
             return 0
         if got == FT_FLOAT64:
+            if isinf(f.float_value):
+                return declared_error(err, E_NUMBER_RANGE, want, K_NUMBER)
             return 0
     elif want == FT_BOOL:
         if got == FT_BOOL:
@@ -1467,7 +1520,7 @@ cdef int declared_convert(const Column *c, Field *f, LineError *err) noexcept no
         if got == FT_FLOAT64 and f.big:
             return declared_error(err, E_TIMESTAMP_RANGE, want, K_INTEGER)
         if got == FT_STRING:
-            return declared_error(err, E_NOT_TIMESTAMP, want, K_STRING)
+            return timestamp_error(f, err)
     elif want == FT_DATE:
         if got == FT_STRING or got == FT_TIMESTAMP:
             if parse_date(f.text, f.text_len, &f.int_value):
@@ -2059,7 +2112,10 @@ cdef class Encoder:
             name = None
             if e.path_len:
                 name = self._paths.data[e.path_at:e.path_at + e.path_len].decode("utf-8")
-            elif e.code == E_TYPE_CONFLICT or e.code == E_TEXT_TOO_LARGE:
+            elif e.code in (E_TYPE_CONFLICT, E_TEXT_TOO_LARGE, E_NUMBER_RANGE, E_NOT_TIMESTAMP,
+                            E_TIMESTAMP_RANGE):
                 name = self._name(e.column)
-            result.append((e.line, reason(e, name, self.max_depth)))
+            value = (self._paths.data[e.value_at:e.value_at + e.value_len]
+                     if e.code == E_NOT_TIMESTAMP else None)
+            result.append((e.line, reason(e, name, self.max_depth, value)))
         return result

@@ -56,11 +56,13 @@ cdef enum ErrorCode:
     # declared columns (the field's path is kept in the LineError):
     E_DECLARED_TYPE = 21          # value of the wrong kind for the declared type
     E_INT_RANGE = 22              # int64 column: an integer outside int64
-    E_NOT_TIMESTAMP = 23          # timestamp column: a string that is not ISO-8601
+    E_NOT_TIMESTAMP = 23          # timestamp column: a string that is not ISO-8601 (the value is quoted)
     E_NOT_DATE = 24               # date column: a string that is not YYYY-MM-DD
-    E_TIMESTAMP_RANGE = 25        # timestamp column: an epoch integer outside years 1-9999
+    E_TIMESTAMP_RANGE = 25        # timestamp column: an epoch integer or a UTC instant outside years 1-9999
     E_UNDECLARED = 26             # strict table: a key the schema does not declare
     E_LIST_TOO_LONG = 27          # a list node would pass 2**31-1 elements in one batch
+    E_NUMBER_RANGE = 28           # a number beyond DOUBLE's range (1e400, a 400-digit integer)
+    E_TOO_MANY_KEYS = 29          # the event's object has more than MAX_EVENT_KEYS keys
 
 
 cdef enum:
@@ -69,3 +71,6 @@ cdef enum:
     MAX_TEXT_BYTES = 2147483647   # int32 offsets: text bytes of one column in one batch
     MAX_DEPTH_LIMIT = 100000      # largest max_depth an Encoder accepts
     MAX_LIST_ELEMENTS = 2147483647  # int32 offsets: elements of one list node in one batch
+    # Width of one event (the reference spells out the same numbers):
+    MAX_EVENT_KEYS = 10000        # keys of the top-level object (repeats count); nesting is max_depth
+    QUOTED_VALUE_BYTES = 64       # bytes of a value quoted in a reason (longer ones end in "...")

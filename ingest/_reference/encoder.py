@@ -17,17 +17,26 @@ Rules, in the order they are applied to a line:
 2. A UTF-8 BOM at byte 0 is skipped; space, tab, CR and LF are whitespace.
 3. Otherwise the first problem in byte order: a syntax error
    "invalid JSON at byte N: <what>", "nesting deeper than D" (the top-level
-   object is depth 1), "field name is empty" for a top-level key "", or, for
-   a complete value that is not an object, "top-level value is not an object".
+   object is depth 1), "field name is empty" for a top-level key "",
+   "more than 10000 fields in one event" at the top-level object's 10001st
+   key (MAX_EVENT_KEYS; repeated keys count), or, for a complete value that is
+   not an object, "top-level value is not an object".
    A line of only whitespace is an "empty line".
 4. Then each distinct top-level field in order of first appearance (a repeated
    key keeps its first place and its last value) is checked against its
-   column: "field 'NAME': expected TYPE, got TYPE", or "field 'NAME': over 2
-   GiB of text in one batch" (text columns have int32 offsets).
+   column: a number beyond float64 (1e400, a 400-digit integer) is "field
+   'NAME': number out of range for DOUBLE" whatever the column; a string for
+   a timestamp column is "timestamp out of range (years 0001-9999)" when it
+   is ISO-8601 but its UTC instant is not within them, else "field 'NAME':
+   "TEXT" is not an ISO-8601 timestamp (FORMAT)" (its first 64 bytes quoted);
+   otherwise "field 'NAME': expected TYPE, got TYPE", or "field 'NAME': over
+   2 GiB of text in one batch" (text columns have int32 offsets).
 5. A line that passes is committed whole: a column gets its type from its
    first non-null value (and only then joins the schema), int64 widens to
-   float64 when a float arrives, float64 takes ints as floats, a string column
-   takes timestamp-looking strings as text.
+   float64 when a float arrives (exact up to 2**53; beyond, the nearest double),
+   float64 takes ints as floats, a string column
+   takes timestamp-looking strings as text. A string is timestamp-looking
+   only if its UTC instant is within years 0001-9999.
 
 Declared schemas (`Encoder(schema=declared_schema({...}), strict=...)`, see
 ingest/schema.py for the type strings):
@@ -41,13 +50,15 @@ ingest/schema.py for the type strings):
    field's path (`col`, `col.field` inside a struct, `col[i]` for the i-th
    list element, from 0). null is always accepted (as NULL), anywhere.
    - int64: an integer literal; outside int64: "integer out of int64 range".
-   - float64: any number (integers become floats, huge ones as by strtod).
+   - float64: any number (integers become floats, huge ones as by strtod);
+     beyond float64's range: "number out of range for DOUBLE".
    - bool: true/false. string: a JSON string only (its decoded text).
    - timestamp[unit] (s, ms, us; UTC): an ISO-8601 string as in rule 5's
      inference, truncated (floored) to the unit; or an integer, taken as that
      many units since 1970-01-01T00:00:00Z, within years 0001-9999
-     ("timestamp out of range (years 0001-9999)"). A string that is not a
-     timestamp: "string is not an ISO-8601 timestamp".
+     ("timestamp out of range (years 0001-9999)", also for a string whose
+     UTC instant is outside them). A string that is not a timestamp:
+     "\"TEXT\" is not an ISO-8601 timestamp (FORMAT)", as in rule 4.
    - date: a "YYYY-MM-DD" string, years 0001-9999 ("string is not a
      YYYY-MM-DD date").
    - json: any value, kept as its exact original text (strings with their
@@ -68,6 +79,8 @@ ingest/schema.py for the type strings):
 from __future__ import annotations
 
 import datetime
+import json
+import math
 import re
 
 import pyarrow as pa
@@ -92,6 +105,10 @@ MAX_TEXT_BYTES = 2**31 - 1  # int32 offsets
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 MAX_LIST_ELEMENTS = 2**31 - 1  # int32 offsets
 MIN_MICROS, MAX_MICROS = -62135596800000000, 253402300799999999  # years 0001-9999
+# Width of one event (encoder_consts.pxi has the same numbers):
+MAX_EVENT_KEYS = 10_000  # keys of the top-level object (repeats count); nesting is max_depth
+QUOTED_VALUE_BYTES = 64  # bytes of a value quoted in a reason (longer ones end in "...")
+TIMESTAMP_FORMAT = "YYYY-MM-DDTHH:MM:SS[.fraction][Z|+HH:MM|-HH:MM]"
 DATE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})")
 
 BOM = b"\xef\xbb\xbf"
@@ -122,11 +139,19 @@ class JsonSyntaxError(LineRejected):
 
 
 def parse_timestamp(text: str) -> int | None:
+    """Microseconds since the epoch (UTC) of an ISO-8601 date-time whose UTC
+    instant is within years 0001-9999, or None."""
+    micros = timestamp_syntax(text)
+    return micros if micros is not None and MIN_MICROS <= micros <= MAX_MICROS else None
+
+
+def timestamp_syntax(text: str) -> int | None:
     """Microseconds since the epoch (UTC) of an ISO-8601 date-time, or None.
 
     YYYY-MM-DD[T or space]HH:MM:SS[.1-9 digits][Z | +HH:MM | +HHMM | -...];
     no offset means UTC, digits past the microsecond are dropped, years
-    0001-9999, seconds 00-59 (a leap second 60 is not a timestamp).
+    0001-9999 as written (the offset may take the UTC instant outside them),
+    seconds 00-59 (a leap second 60 is not a timestamp).
     """
     match = TIMESTAMP.fullmatch(text)
     if not match:
@@ -149,6 +174,17 @@ def parse_timestamp(text: str) -> int | None:
     micros = int((fraction or "0")[:6].ljust(6, "0"))
     seconds = days * 86400 + hour * 3600 + minute * 60 + second - offset_seconds
     return seconds * 1_000_000 + micros
+
+
+def timestamp_rejection(path: str, text: str) -> LineRejected:
+    """Why a string does not go in a timestamp column: out of range, or not
+    ISO-8601 (quoting its first QUOTED_VALUE_BYTES bytes)."""
+    if timestamp_syntax(text) is not None:
+        return LineRejected(f"field '{path}': timestamp out of range (years 0001-9999)")
+    raw = text.encode("utf-8")
+    shown = raw[:QUOTED_VALUE_BYTES].decode("utf-8", "ignore") + ("..." if len(raw) > QUOTED_VALUE_BYTES else "")
+    return LineRejected(f"field '{path}': {json.dumps(shown, ensure_ascii=False)} is not an ISO-8601 timestamp"
+                        f" ({TIMESTAMP_FORMAT})")
 
 
 def parse_date(text: str) -> int | None:
@@ -288,7 +324,7 @@ class LineParser:
         # (the length test keeps int() away from Python's 4300-digit limit)
         if not is_float and len(text) <= 20 and INT64_MIN <= int(text) <= INT64_MAX:
             return int(text)
-        return float(text)  # correctly rounded, like strtod; 1e400 -> inf
+        return float(text)  # correctly rounded, like strtod; 1e400 -> inf (rejected where stored)
 
     def literal(self, word: bytes) -> None:
         start = self.pos
@@ -406,6 +442,7 @@ class LineParser:
         self.pos += 1
         self.skip_ws()
         fields: dict[str, Value] = {}
+        keys = 0
         if self.pos < self.n and s[self.pos] == ord("}"):
             self.pos += 1
         else:
@@ -413,6 +450,9 @@ class LineParser:
                 self.skip_ws()
                 if self.peek() != ord('"'):
                     raise JsonSyntaxError(self.pos, "expected string key")
+                keys += 1
+                if keys > MAX_EVENT_KEYS:
+                    raise LineRejected(f"more than {MAX_EVENT_KEYS} fields in one event")
                 key = self.string()
                 if not key:
                     raise LineRejected("field name is empty")
@@ -582,6 +622,8 @@ class Converter:
                 raise LineRejected(f"field '{path}': integer out of int64 range")
             return token
         if want == "float64" and kind in ("integer", "number"):
+            if math.isinf(token):
+                raise LineRejected(f"field '{path}': number out of range for DOUBLE")
             return float(token)
         if want == "string" and kind == "string":
             self.add_text(node, path, len(token.encode("utf-8")))
@@ -590,7 +632,7 @@ class Converter:
             if kind == "string":
                 micros = parse_timestamp(token)
                 if micros is None:
-                    raise LineRejected(f"field '{path}': string is not an ISO-8601 timestamp")
+                    raise timestamp_rejection(path, token)
                 return micros // node.divisor  # floor: the digits past the unit are dropped
             if kind == "integer":
                 if isinstance(token, float) or not (
@@ -744,7 +786,11 @@ class Encoder:
                 converter = converter or Converter(line, self.max_depth, self.strict)
                 converted[name] = converter.value(node, name, value.start)
                 continue
+            if value.type == "float64" and math.isinf(value.value):
+                raise LineRejected(f"field '{name}': number out of range for DOUBLE")
             kind = self._types.get(name, value.type)
+            if kind == "timestamp" and value.type == "string":
+                raise timestamp_rejection(name, value.text)
             if not _fits(kind, value.type):
                 raise LineRejected(f"field '{name}': expected {kind}, got {value.type}")
             if kind in ("string", "json"):

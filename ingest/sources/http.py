@@ -541,7 +541,10 @@ class HttpIngestProtocol(asyncio.Protocol):
             framer.finish(lines)
         else:
             raise HttpError(415, f"unsupported Content-Type {content_type!r}; send application/x-ndjson or application/json")
-        errors = validate_lines(lines.data(), lines.spans()) if lines.events else []
+        if not lines.events:  # nothing was valid, as for a body of only bad lines
+            raise HttpError(400, "the body holds no events: send one JSON object per line"
+                                 " (application/x-ndjson) or a JSON array of objects (application/json)")
+        errors = validate_lines(lines.data(), lines.spans())
         pipeline = self._server.pipeline(table)
         accepted = lines.events - len(errors)
         document = {
