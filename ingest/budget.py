@@ -18,6 +18,28 @@ LOW_WATER_FRACTION = 0.75  # inputs resume once usage falls to this share of the
 STREAM_FLOOR_FRACTION = 0.25  # streams sitting out a round resume here even if no request came
 
 
+class PausedInputs:
+    """Inputs (TCP connections) that stopped reading, each with the callback
+    that resumes it; shared by whatever makes them pause."""
+
+    def __init__(self):
+        self._waiting: dict[object, Callable[[], None]] = {}
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def add(self, owner: object, resume: Callable[[], None]) -> None:
+        self._waiting[owner] = resume
+
+    def forget(self, owner: object) -> None:
+        self._waiting.pop(owner, None)
+
+    def resume_all(self) -> None:
+        waiting, self._waiting = self._waiting, {}
+        for resume in waiting.values():
+            resume()
+
+
 class MemoryBudget:
     def __init__(self, limit: int):
         self.limit = limit
@@ -27,11 +49,11 @@ class MemoryBudget:
         self.exhausted = False  # set at the limit, cleared at the low-water mark
         self._held = False  # the paused streams sit out this round: the room is the requests'
         self._requests_refused = False  # a request was refused since the streams last resumed
-        self._waiting: dict[object, Callable[[], None]] = {}  # paused input -> its resume callback
+        self._paused = PausedInputs()
 
     @property
     def paused_inputs(self) -> int:
-        return len(self._waiting)
+        return len(self._paused)
 
     @property
     def streams_paused(self) -> bool:
@@ -47,7 +69,7 @@ class MemoryBudget:
         self.used -= nbytes
         if self.exhausted and self.used <= self.low_water:
             self.exhausted = False
-            if self._held or not (self._requests_refused and self._waiting):
+            if self._held or not (self._requests_refused and self._paused):
                 self._resume_streams()
             else:  # requests were refused while the streams had the room: this round is theirs
                 self._held = True
@@ -68,16 +90,14 @@ class MemoryBudget:
 
     def _resume_streams(self) -> None:
         self._held = self._requests_refused = False
-        waiting, self._waiting = self._waiting, {}
-        for resume in waiting.values():
-            resume()
+        self._paused.resume_all()
 
     def wait_for_room(self, owner: object, resume: Callable[[], None]) -> None:
         """`resume` runs once the streams may read again."""
         if self.streams_paused:
-            self._waiting[owner] = resume
+            self._paused.add(owner, resume)
         else:
             resume()
 
     def forget(self, owner: object) -> None:
-        self._waiting.pop(owner, None)
+        self._paused.forget(owner)

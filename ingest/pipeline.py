@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 
 from ingest.backoff import full_jitter
-from ingest.budget import MemoryBudget
+from ingest.budget import MemoryBudget, PausedInputs
 from ingest.buffer import BatchBuffer
 from ingest.deadletter import DeadLetterStore
 from ingest.encoder import Encoder
@@ -65,7 +65,7 @@ class SinkHealth:
     def __init__(self):
         self.failing_since: float | None = None  # unix time of the first failure
         self.error = ""
-        self._waiting: dict[object, Callable[[], None]] = {}  # paused input -> its resume callback
+        self._paused = PausedInputs()
 
     @property
     def failing(self) -> bool:
@@ -73,7 +73,7 @@ class SinkHealth:
 
     @property
     def paused_inputs(self) -> int:
-        return len(self._waiting)
+        return len(self._paused)
 
     def failed(self, error: str) -> None:
         if self.failing_since is None:
@@ -86,19 +86,17 @@ class SinkHealth:
             return
         log.warning("the sink was failing for %.1fs; %s: inputs resume", time.time() - self.failing_since, why)
         self.failing_since, self.error = None, ""
-        waiting, self._waiting = self._waiting, {}
-        for resume in waiting.values():
-            resume()
+        self._paused.resume_all()
 
     def wait_for_recovery(self, owner: object, resume: Callable[[], None]) -> None:
         """`resume` runs once the sink takes writes again."""
         if self.failing:
-            self._waiting[owner] = resume
+            self._paused.add(owner, resume)
         else:
             resume()
 
     def forget(self, owner: object) -> None:
-        self._waiting.pop(owner, None)
+        self._paused.forget(owner)
 
     def as_dict(self) -> dict:
         if self.failing_since is None:
