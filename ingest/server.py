@@ -85,13 +85,11 @@ class IngestServer:
         self.loop = asyncio.get_running_loop()
         settings = self.settings
         try:
-            settings.data_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StartupError(f"cannot create the data directory {settings.data_dir}: {exc.strerror}") from None
-        try:
-            self._lock = DataDirLock(settings.data_dir).acquire("this server")
+            self._lock = DataDirLock(settings.data_dir).acquire("this server")  # creates the directory too
         except DataDirInUse as exc:
             raise StartupError(str(exc)) from None
+        except OSError as exc:
+            raise StartupError(f"cannot create or lock the data directory {settings.data_dir}: {exc.strerror}") from None
         self.sink = open_sink(settings)
         if settings.wal == "on":
             self.wal = WriteAheadLog(settings.wal_dir, settings.wal_fsync, settings.wal_fsync_interval,
