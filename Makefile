@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-SOURCES := pyproject.toml setup.py $(wildcard ext/ingest/*.pyx ext/ingest/*.pxd ext/ingest/*.pxi)
+SOURCES := pyproject.toml setup.py $(wildcard ext/ingest/hotpath/*.pyx ext/ingest/hotpath/*.pxd ext/ingest/hotpath/*.pxi)
 
 .PHONY: serve test bench build clean fuzz fuzz-asan
 
@@ -22,18 +22,18 @@ FUZZ_SECONDS ?= 600
 ASAN_DIR := build/asan
 fuzz: $(VENV)/.installed-test    ## fuzz the encoder for FUZZ_SECONDS; corpus kept in fuzz-corpus/
 	mkdir -p fuzz-corpus
-	$(BIN)/python tests/fuzz_encoder.py -max_total_time=$(FUZZ_SECONDS) -timeout=10 fuzz-corpus
+	$(BIN)/python tests/hotpath/fuzz_encoder.py -max_total_time=$(FUZZ_SECONDS) -timeout=10 fuzz-corpus
 
 fuzz-asan: $(VENV)/.installed-test    ## the same under AddressSanitizer (apt-get install clang libclang-rt-14-dev)
 	rm -rf $(ASAN_DIR) && mkdir -p $(ASAN_DIR)/corpus $(ASAN_DIR)/artifacts
-	cp -r ext ingest tests setup.py pyproject.toml README.md $(ASAN_DIR)/ && rm -f $(ASAN_DIR)/ingest/*.so
+	cp -r ext ingest tests setup.py pyproject.toml README.md $(ASAN_DIR)/ && rm -f $(ASAN_DIR)/ingest/hotpath/*.so
 	cd $(ASAN_DIR) && CC=clang LDSHARED="clang -shared" \
 	  CFLAGS="-fsanitize=address,fuzzer-no-link -fno-omit-frame-pointer -g" \
 	  LDFLAGS="-fsanitize=address,fuzzer-no-link" \
 	  INGEST_BUILD_ONLY=_encoder $(CURDIR)/$(BIN)/python setup.py build_ext --inplace
 	LD_PRELOAD="$$($(BIN)/python -c 'import atheris; print(atheris.path())')/asan_with_fuzzer.so" \
 	  ASAN_OPTIONS=detect_leaks=0 INGEST_FUZZ_REFERENCE=0 \
-	  $(BIN)/python $(ASAN_DIR)/tests/fuzz_encoder.py -max_total_time=$(FUZZ_SECONDS) -timeout=10 \
+	  $(BIN)/python $(ASAN_DIR)/tests/hotpath/fuzz_encoder.py -max_total_time=$(FUZZ_SECONDS) -timeout=10 \
 	  -rss_limit_mb=4096 -artifact_prefix=$(ASAN_DIR)/artifacts/ $(ASAN_DIR)/corpus
 
 $(VENV)/bin/python:
@@ -49,4 +49,4 @@ $(VENV)/.installed-test: $(SOURCES) | $(VENV)/bin/python
 	touch $@ $(VENV)/.installed
 
 clean:
-	rm -rf build ingest/*.so ext/ingest/*.c ext/ingest/*.html
+	rm -rf build ingest/hotpath/*.so ext/ingest/hotpath/*.c ext/ingest/hotpath/*.html

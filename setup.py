@@ -25,8 +25,8 @@ cflags = ["-Wall", "-O0", "-g"] if DEBUG else ["-Wall", "-O3"]
 
 extensions = [
     Extension(
-        f"ingest.{name}",
-        [f"ext/ingest/{name}.pyx"],
+        f"ingest.hotpath.{name}",
+        [f"ext/ingest/hotpath/{name}.pyx"],
         extra_compile_args=cflags,
         define_macros=macros,
     )
@@ -38,7 +38,7 @@ extensions = [
 setup(
     ext_modules=cythonize(
         extensions,
-        include_path=["ext"],  # ext/ingest/ mirrors the package, so each .pyx finds its .pxd
+        include_path=["ext"],  # ext/ mirrors the package, so each .pyx finds its .pxd
         compiler_directives=directives,
         annotate=DEBUG,
     ),

@@ -1,6 +1,6 @@
 import pytest
 
-from ingest.corpus import ndjson
+from ingest.testing.corpus import ndjson
 
 EVENTS = 100_000
 

@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 
-from ingest.corpus import ndjson
+from ingest.testing.corpus import ndjson
 
 LISTENING = re.compile(r"tcp=([^:]+):(\d+) http=[^:]+:(\d+)")
 

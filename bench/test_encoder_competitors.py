@@ -3,11 +3,11 @@
     make bench                                             # every bench, INGEST_BENCH_EVENTS events
     INGEST_BENCH_EVENTS=1000000 .venv/bin/python -m pytest bench/test_encoder_competitors.py --benchmark-only
 
-Two corpora of about 200-byte events from ingest.corpus, the same seed:
+Two corpora of about 200-byte events from ingest.testing.corpus, the same seed:
 nested (a `context` object) and flat (only scalars). Each case turns the
 whole corpus into Arrow columns:
 
-- encoder: ingest._encoder.Encoder.encode() on one thread, inferred types
+- encoder: ingest.hotpath._encoder.Encoder.encode() on one thread, inferred types
   (the lines framed beforehand, as the server frames them while receiving);
 - encoder-declared: the same with a declared schema (`context` a struct);
 - encoder-2-threads: two Encoders on the two halves, in a ThreadPoolExecutor
@@ -34,7 +34,8 @@ import pyarrow as pa
 import pyarrow.json as pa_json
 import pytest
 
-from ingest import _buffer, _encoder, corpus
+from ingest.hotpath import _buffer, _encoder
+from ingest.testing import corpus
 from ingest.schema import declared_schema
 
 try:  # the competitors (test extras); their cases are skipped without them
@@ -54,7 +55,7 @@ BASE = "encoder"  # the ratios in the summary are against this case
 
 
 def flat_ndjson(count: int, seed: int = 0, start: int = 0) -> bytes:
-    """Flat events, for an ingest.corpus without its own `flat_ndjson`: the
+    """Flat events, for an ingest.testing.corpus without its own `flat_ndjson`: the
     nested corpus's fields with `context` spread into top-level scalars."""
     lines = []
     for line in corpus.ndjson(count, seed, start).splitlines():

@@ -7,9 +7,9 @@ import pyarrow as pa
 import pyarrow.json as pa_json
 import pytest
 
-from ingest import _buffer, _encoder
-from ingest._reference import buffer as reference_buffer
-from ingest._reference import encoder as reference_encoder
+from ingest.hotpath import _buffer, _encoder
+from ingest.hotpath.reference import buffer as reference_buffer
+from ingest.hotpath.reference import encoder as reference_encoder
 
 
 def framed(module, corpus: bytes):
@@ -43,7 +43,8 @@ def test_baseline_pyarrow_read_json(benchmark, corpus, threads):
 
 @pytest.mark.parametrize("sink", ["duckdb", "parquet"])
 def test_sink_write(benchmark, corpus, tmp_path, sink):
-    from ingest.sinks import DuckDBSink, ParquetSink
+    from ingest.sinks.duckdb import DuckDBSink
+    from ingest.sinks.parquet import ParquetSink
 
     batch = _encoder.Encoder("bench").encode(*(lambda s: (s.data(), s.spans()))(framed(_buffer, corpus))).batch
     target = DuckDBSink(tmp_path / "bench.duckdb") if sink == "duckdb" else ParquetSink(tmp_path / "parquet")

@@ -217,7 +217,7 @@ def _declared(field: pa.Field, path: str) -> DeclaredType:
     t = field.type
     if not field.nullable:
         raise ValueError(f"column {path!r}: declared fields must be nullable")
-    if field.metadata and field.metadata.get(b"ingest.type") == b"json":
+    if is_json_field(field):
         if t != pa.string():
             raise ValueError(f"column {path!r}: a json field must be an Arrow string, not {t}")
         return DeclaredType("json", t)
@@ -240,3 +240,8 @@ def _declared(field: pa.Field, path: str) -> DeclaredType:
             raise ValueError(f"column {path!r}: struct field names must be non-empty and distinct")
         return DeclaredType("struct", t, fields=children)
     raise ValueError(f"column {path!r}: Arrow type {t} cannot be declared ({KNOWN})")
+
+
+def is_json_field(field: pa.Field) -> bool:
+    """Nested values are kept as JSON text, marked by the encoder."""
+    return bool(field.metadata) and field.metadata.get(b"ingest.type") == b"json"

@@ -25,13 +25,13 @@ def pytest_sessionstart(session):
     # A broken build must never pass as "fast": in the normal run the compiled
     # hot path has to be what is loaded.
     if os.environ.get("INGEST_PURE_PYTHON", "") in ("", "0"):
-        from ingest import buffer, encoder
+        from ingest.hotpath import buffer, encoder
 
         assert buffer.IMPLEMENTATION == "cython" and encoder.IMPLEMENTATION == "cython"
-        import ingest._buffer
-        import ingest._encoder
+        import ingest.hotpath._buffer
+        import ingest.hotpath._encoder
 
-        assert ingest._buffer.__file__.endswith(".so") and ingest._encoder.__file__.endswith(".so")
+        assert ingest.hotpath._buffer.__file__.endswith(".so") and ingest.hotpath._encoder.__file__.endswith(".so")
 
 
 def poll(predicate, timeout=POLL_TIMEOUT, interval=0.02, what="condition"):

@@ -18,9 +18,10 @@ import duckdb
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
-from ingest import buffer
-from ingest.sinks import DuckDBSink
-from ingest.sinks.base import duckdb_type, is_json_field, quote_identifier
+from ingest.hotpath import buffer
+from ingest.sinks.duckdb import DuckDBSink
+from ingest.schema import is_json_field
+from ingest.sinks.duckdb.sql import duckdb_type, quote_identifier
 
 BASELINES = ("pyarrow", "duckdb-read-ndjson", "duckdb-row-insert", "encoder")
 REPEATS = 3  # the parse-only and encode-only figures, single-threaded and short: best of 3
@@ -144,8 +145,8 @@ def encoders(sealed, events: int, reference_events: int, batch_events: int) -> t
     batches of `batch_events` (as the server seals them), the pure-Python
     reference on the first `reference_events` lines. Returns the whole
     corpus as one encoded batch too, for the bulk-insert baseline."""
-    from ingest._encoder import Encoder as CompiledEncoder
-    from ingest._reference.encoder import Encoder as ReferenceEncoder
+    from ingest.hotpath._encoder import Encoder as CompiledEncoder
+    from ingest.hotpath.reference.encoder import Encoder as ReferenceEncoder
 
     data, spans = sealed.data(), sealed.spans()
     whole = CompiledEncoder("bench").encode(data, spans)  # also the warm-up

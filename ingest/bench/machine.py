@@ -54,14 +54,14 @@ def versions() -> dict:
 
 def hot_path_compiled() -> bool:
     """Whether this process loaded the compiled extension (not the pure-Python reference)."""
-    from ingest import buffer, encoder
+    from ingest.hotpath import buffer, encoder
 
     if buffer.IMPLEMENTATION != "cython" or encoder.IMPLEMENTATION != "cython":
         return False
-    import ingest._buffer
-    import ingest._encoder
+    import ingest.hotpath._buffer
+    import ingest.hotpath._encoder
 
-    return ingest._buffer.__file__.endswith(".so") and ingest._encoder.__file__.endswith(".so")
+    return ingest.hotpath._buffer.__file__.endswith(".so") and ingest.hotpath._encoder.__file__.endswith(".so")
 
 
 def load_average() -> list[float] | None:

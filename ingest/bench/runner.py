@@ -26,7 +26,7 @@ from tqdm import tqdm
 from ingest.bench import baselines, machine
 from ingest.bench.clients import ClientSpec
 from ingest.bench.server_process import BenchError, ServerUnderTest, TargetServer, child_environment, settled
-from ingest.corpus import SHAPES
+from ingest.testing.corpus import SHAPES
 
 TRANSPORTS = ("tcp", "http")
 BATCH_SIZES = (1, 100, 1_000, 10_000)

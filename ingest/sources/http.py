@@ -26,14 +26,14 @@ from urllib.parse import parse_qs
 
 import httptools
 
-from ingest.buffer import BatchBuffer, LineFramer, split_json_array
-from ingest.config import table_name_problem
-from ingest.encoder import validate_lines
-from ingest.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from ingest.receipts import IdempotencyConflict
-from ingest.sinks.base import QueryInterrupted
-from ingest.wal import WalUnavailable
-from ingest.webhooks import CallbackRefused
+from ingest.hotpath.buffer import BatchBuffer, LineFramer, split_json_array
+from ingest.protocol import DEFAULT_WAIT, WAIT_MODES, table_name_problem
+from ingest.hotpath.encoder import validate_lines
+from ingest.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from ingest.core.receipts import IdempotencyConflict
+from ingest.core.ports import QueryInterrupted
+from ingest.durability.wal import WalUnavailable
+from ingest.server.webhooks import CallbackRefused
 
 log = logging.getLogger("ingest.http")
 
@@ -42,8 +42,6 @@ JSON_TYPE = "application/json"
 MAX_ERRORS_REPORTED = 100
 RECEIPTS_PREFIX = "/v1/receipts/"
 RECEIPT_HEADER = "Ingest-Receipt"
-WAIT_MODES = ("none", "received", "flushed")
-DEFAULT_WAIT = "received"
 DEFAULT_FLUSH_TIMEOUT = "30"  # seconds a wait=flushed request waits before answering 504
 INGEST_PREFIX = "/v1/ingest/"
 UTF8_BOM = b"\xef\xbb\xbf"

@@ -3,7 +3,7 @@
 TCP is fire-and-forget. Backpressure is TCP's own: while the memory budget is
 exhausted the connection is not read, so the sender's socket buffer fills
 and its writes block; reading resumes below the low-water mark (or later,
-when HTTP requests were refused: see ingest.budget). While the
+when HTTP requests were refused: see ingest.core.budget). While the
 write-ahead log cannot be appended to (a full disk), reading pauses too and
 is tried again every second; while the sink is failing, reading pauses until
 it takes writes again.
@@ -13,10 +13,10 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from ingest.budget import MemoryBudget
-from ingest.buffer import LineFramer
-from ingest.wal import RETRY_SECONDS as WAL_RETRY_SECONDS
-from ingest.pipeline import TablePipeline
+from ingest.core.budget import MemoryBudget
+from ingest.hotpath.buffer import LineFramer
+from ingest.durability.wal import RETRY_SECONDS as WAL_RETRY_SECONDS
+from ingest.core.pipeline import TablePipeline
 
 log = logging.getLogger("ingest.tcp")
 

@@ -1,0 +1,56 @@
+"""All the core needs from outside it: where batches land (Sink), and the
+errors a log or a sink hands back. Sources, sinks and the write-ahead log
+implement these; the core never imports them."""
+from __future__ import annotations
+
+from typing import Protocol
+
+import pyarrow as pa
+
+from ingest.core.batch import BatchId, Ledger
+
+
+class LogUnavailable(OSError):
+    """The log cannot take records now (no space, an I/O error): the caller
+    refuses the input (503, a paused connection) rather than acknowledge it."""
+
+
+class QueryInterrupted(Exception):
+    """A running query was stopped: the server is shutting down, or its client went away."""
+
+
+class QueryTooLarge(Exception):
+    """A query result grew past its cap (--max-query-bytes)."""
+
+
+class Sink(Protocol):
+    name: str
+
+    def write(self, table: str, batch: pa.RecordBatch, batch_id: BatchId | None = None) -> bool:
+        """Land one batch atomically: all of its rows or none, with its id in
+        the same commit. False when the id had already landed."""
+
+    def mark_settled(self, table: str, batch_id: BatchId) -> None:
+        """A bisected batch is done: each slice landed or was dead-lettered."""
+
+    def ledger(self) -> Ledger:
+        """Every batch id that has landed."""
+
+    def is_data_error(self, exc: BaseException) -> bool:
+        """True when `write` failed because of the rows, not the environment."""
+
+    def is_environment_error(self, exc: BaseException) -> bool:
+        """True when `write` failed because of the environment (no space, an
+        I/O error, permission, a locked or unreachable store): the same rows
+        can land once it is back."""
+
+    def query(self, sql: str, running=None, max_bytes: int | None = None) -> pa.Table:
+        """Run SQL over the landed tables, safe while writes go on;
+        `running` lets another thread interrupt it; a result over
+        `max_bytes` raises QueryTooLarge."""
+
+    def resolve_table(self, table: str) -> str:
+        """The table's name in the sink: names are case-insensitive, the
+        first spelling (or the one the sink already has) wins."""
+
+    def close(self) -> None: ...

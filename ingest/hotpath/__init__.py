@@ -1,0 +1,10 @@
+"""The hot path: raw bytes -> framed lines -> Arrow record batches.
+
+`buffer` (framing: where a record ends) and `encoder` (format: what it
+means) each re-export the compiled extension (`_buffer`, `_encoder`, built
+from ext/ingest/hotpath/) or, under INGEST_PURE_PYTHON=1, the readable
+reference in `reference/`. Both follow `protocols`.
+"""
+from ingest.hotpath.select import IMPLEMENTATION
+
+__all__ = ["IMPLEMENTATION"]

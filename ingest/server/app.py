@@ -1,0 +1,358 @@
+"""The ingest server: sources on the event loop, a pipeline per table, one sink.
+
+Start-up order: sink, pools, listeners, then the state file and the
+``ingest: listening`` line that tools and tests parse. Shutdown runs the
+reverse: stop intake, seal and drain every table, close the sink.
+"""
+from __future__ import annotations
+
+import asyncio
+import bisect
+import json
+import logging
+import os
+import signal
+import time
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import pyarrow as pa
+
+from ingest.hotpath import buffer, encoder
+from ingest.server.config import Settings
+from ingest.server.state import DataDirInUse, DataDirLock
+from ingest.core.budget import MemoryBudget
+from ingest.core.deadletter import DeadLetterStore
+from ingest.server.metrics import Metrics
+from ingest.core.pipeline import PipelineContext, RetryPolicy, SinkHealth, TablePipeline
+from ingest.core.receipts import IdempotencyKeys, ReceiptBook
+from ingest.server.webhooks import Webhooks
+from ingest.core.batch import BatchId, Ledger
+from ingest.core.ports import QueryInterrupted
+from ingest.sinks.duckdb.sql import RunningQuery
+from ingest.sinks.registry import open_sink
+from ingest.durability.wal import Damage, Record, WriteAheadLog
+from ingest.sources.http import HttpIngestProtocol
+from ingest.sources.tcp import TcpIngestProtocol
+
+log = logging.getLogger("ingest.server.app")
+
+
+EVENT_LOOP = os.environ.get("INGEST_EVENT_LOOP", "uvloop")  # asyncio: run on stock asyncio instead
+WAL_DAMAGE_TABLE = "_wal"  # where unreadable write-ahead-log records are kept
+
+
+def covered(ranges: list, lsn: int) -> bool:
+    """Whether `lsn` falls in one of the sorted, disjoint (first, last) ranges."""
+    index = bisect.bisect_right(ranges, (lsn, float("inf"))) - 1
+    return index >= 0 and ranges[index][0] <= lsn <= ranges[index][1]
+
+
+class StartupError(Exception):
+    """The server cannot start for a reason the operator can fix; one line."""
+
+
+class IngestServer:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.tcp_port: int | None = None
+        self.http_port: int | None = None
+        self.pipelines: dict[str, TablePipeline] = {}
+        self.budget = MemoryBudget(settings.max_buffer_bytes)
+        self.dead_letters = DeadLetterStore(settings.data_dir / "deadletter")
+        self.metrics = Metrics(self)
+        self.draining = False
+        self.sink_health = SinkHealth()  # failing while the sink's environment is (a full disk, ...)
+        self.wal: WriteAheadLog | None = None
+        self.replayed_events = 0
+        self.receipts = ReceiptBook(settings.receipt_retention)
+        self.idempotency = IdempotencyKeys(settings.idempotency_window)
+        self.webhooks = Webhooks(settings.webhook_secret, settings.webhook_allow.split(","),
+                                 settings.data_dir / "webhooks" / "failed.ndjson")
+        self._listeners: list[asyncio.AbstractServer] = []
+        self._tcp_connections: set = set()
+        self._http_connections: set = set()
+        self._stop_requested = asyncio.Event()
+        self.queries: dict[RunningQuery, asyncio.Future] = {}  # running queries -> their worker's future
+
+    async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        settings = self.settings
+        try:
+            self._lock = DataDirLock(settings.data_dir).acquire("this server")  # creates the directory too
+        except DataDirInUse as exc:
+            raise StartupError(str(exc)) from None
+        except OSError as exc:
+            raise StartupError(f"cannot create or lock the data directory {settings.data_dir}: {exc.strerror}") from None
+        self.sink = open_sink(settings)
+        if settings.wal == "on":
+            self.wal = WriteAheadLog(settings.wal_dir, settings.wal_fsync, settings.wal_fsync_interval,
+                                     settings.wal_segment_bytes)
+        cores = os.cpu_count() or 2
+        # DuckDB has one writer connection; Parquet files are independent.
+        writers = 1 if self.sink.name == "duckdb" else settings.max_flushes_in_flight
+        self._pools = [
+            ThreadPoolExecutor(cores, thread_name_prefix="encode"),
+            ThreadPoolExecutor(writers, thread_name_prefix="sink"),
+            ThreadPoolExecutor(1, thread_name_prefix="deadletter"),
+            ThreadPoolExecutor(2, thread_name_prefix="query"),
+        ]
+        self._context = PipelineContext(
+            sink=self.sink,
+            encode_pool=self._pools[0],
+            sink_pool=self._pools[1],
+            store_pool=self._pools[2],
+            sink_slots=asyncio.Semaphore(writers),
+            budget=self.budget,
+            dead_letters=self.dead_letters,
+            retry=RetryPolicy(settings.retry_attempts, settings.retry_base_ms / 1000, settings.retry_max_ms / 1000,
+                              settings.retry_timeout),
+            batch_events=settings.batch_events,
+            batch_bytes=settings.batch_bytes,
+            flush_interval=settings.flush_interval / 1000,
+            observe_flush=self.metrics.observe_flush,
+            wal=self.wal,
+            on_receipt_settled=self._receipt_settled,
+            tables=settings.tables,
+            health=self.sink_health,
+        )
+        self.webhooks.start()
+        self._query_pool = self._pools[3]
+        if self.wal is not None:
+            await self._recover()
+            self.wal.open(self.loop)
+        self.pipeline(settings.tcp_table)
+        tcp = await self._listen("TCP", settings.tcp_port, lambda: TcpIngestProtocol(
+            self.pipeline(settings.tcp_table), settings.max_line_bytes, self.budget, self._tcp_connections, self.wal,
+            self.sink_health))
+        http = await self._listen("HTTP", settings.http_port, lambda: HttpIngestProtocol(self, self._http_connections))
+        self._listeners = [tcp, http]
+        self.tcp_port = tcp.sockets[0].getsockname()[1]
+        self.http_port = http.sockets[0].getsockname()[1]
+        try:
+            settings.state_path.write_text(json.dumps({
+                "pid": os.getpid(), "host": settings.host, "sink": self.sink.name,
+                "tcp_port": self.tcp_port, "http_port": self.http_port,
+            }))
+        except OSError as exc:
+            log.warning("cannot write %s (%s): `ingest query` will not find this server", settings.state_path, exc)
+        log.info("hot path: buffer=%s encoder=%s; sink=%s at %s", buffer.IMPLEMENTATION,
+                 encoder.IMPLEMENTATION, self.sink.name, settings.data_dir)
+        for sig in (signal.SIGINT, signal.SIGTERM):  # before the line that says it is up
+            self.loop.add_signal_handler(sig, self.request_stop)
+        print(f"ingest: listening tcp={settings.host}:{self.tcp_port} http={settings.host}:{self.http_port}", flush=True)
+
+    async def _listen(self, what: str, port: int, protocol) -> asyncio.AbstractServer:
+        try:
+            return await self.loop.create_server(protocol, self.settings.host, port, reuse_address=True)
+        except OSError as exc:
+            raise StartupError(f"cannot listen for {what} on {self.settings.host}:{port}: {exc.strerror or exc}"
+                               f" (is another server running? choose another --{what.lower()}-port)") from None
+
+    async def _recover(self) -> None:
+        """Replays the write-ahead log before any input is taken: every record
+        whose batch did not land or go to the dead-letter store, in order.
+        Damaged records go to the dead-letter store; nothing here can make
+        the server fail to start."""
+        ledger = await self.loop.run_in_executor(self._pools[1], self.sink.ledger)
+        settled = Ledger.from_ids([(t, BatchId(*r)) for t, ranges in ledger.complete.items() for r in ranges]
+                                  + self.dead_letters.settled_ids())
+        # lsns are batch ids: never hand out one that the sink or the dead-letter store already holds
+        self.wal.start_above(max((last for ranges in (*settled.complete.values(), *ledger.partial.values())
+                                  for _, last in ranges), default=0))
+        complete = {t: sorted(r) for t, r in settled.complete.items()}
+        partial = {t: {first: last for first, last in ranges - settled.complete.get(t, set())}
+                   for t, ranges in ledger.partial.items()}
+        partial_ends = {t: set(r.values()) for t, r in partial.items()}
+        first_replayed: dict[str, int] = {}
+        last_seen: dict[str, int] = {}
+        skipped = replayed = 0
+        keep = []
+        horizon = time.time() - self.settings.idempotency_window
+        for meta in self.wal.saved_keys():
+            try:
+                if json.loads(meta).get("created", 0) < horizon:
+                    continue
+            except ValueError:
+                continue
+            keep.append(meta)
+            self._restore_request(Record(0, json.loads(meta).get("table", ""), None, b"", meta), replayed=False)
+        self.wal.compact_keys(keep)
+        for item in self.wal.recover():
+            if isinstance(item, Damage):
+                try:
+                    await self.loop.run_in_executor(
+                        self._pools[2], self.dead_letters.put_rejected, WAL_DAMAGE_TABLE, [item.raw], [item.reason],
+                        f"wal {item.segment.name} byte {item.offset}", "write-ahead log damage")
+                    item.kept = True
+                except OSError as exc:
+                    log.error("wal %s: cannot keep damaged bytes in the dead-letter store (%s); they stay in the log",
+                              item.segment.name, exc)
+                continue
+            record = item
+            last_seen[record.table] = max(last_seen.get(record.table, 0), record.lsn)
+            if covered(complete.get(record.table, ()), record.lsn):
+                self._restore_request(record, replayed=False)
+                skipped += 1
+                continue
+            first_replayed.setdefault(record.table, record.lsn)
+            pipeline = self.pipeline(record.table)
+            if record.lsn in partial.get(record.table, {}):
+                pipeline.seal("replay")  # rebuild the batch exactly, so its landed slices are recognised
+            for i in range(record.lines):
+                pipeline.buffer.append_line(record.line(i))
+            pipeline.appended(lsn=record.lsn, receipt=self._restore_request(record, replayed=True))
+            if record.lsn in partial_ends.get(record.table, ()):
+                pipeline.seal("replay")
+            replayed += record.lines
+            if self.budget.exhausted:
+                room = self.loop.create_future()
+                self.budget.wait_for_room(room, lambda: room.done() or room.set_result(None))
+                await room
+        for table, last in last_seen.items():
+            self.wal.settle(table, first_replayed[table] - 1 if table in first_replayed else last)
+        self.replayed_events = replayed
+        if replayed or skipped:
+            log.info("write-ahead log: replayed %d events; %d records had already landed", replayed, skipped)
+
+    def _receipt_settled(self, receipt) -> None:
+        if receipt.callback:
+            self.webhooks.notify(receipt.callback, receipt.as_dict())
+
+    def _restore_request(self, record, replayed: bool):
+        """A logged HTTP request's receipt and idempotency key, from its record."""
+        if not record.meta:
+            return None
+        try:
+            meta = json.loads(record.meta)
+            reply = meta["reply"]
+            receipt = self.receipts.issue(record.table, reply["accepted"], reply["rejected"], meta.get("callback"),
+                                          meta["receipt"], meta.get("created"))
+        except (ValueError, KeyError, TypeError):
+            return None
+        if "key" in meta:
+            entry = self.idempotency.begin(meta["key"], record.table, meta["digest"], meta.get("created"))
+            entry.reply.set_result((200, json.dumps(reply, separators=(",", ":")).encode(), "application/json",
+                                    (("Ingest-Receipt", receipt.id),)))
+        if not replayed:  # its batch had landed before the restart
+            receipt.settle(receipt.accepted, 0, 0, [])
+            return None
+        return receipt
+
+    def pipeline(self, table: str) -> TablePipeline:
+        table = self.sink.resolve_table(table)  # case-insensitive: the first spelling, or the sink's, is the table
+        pipeline = self.pipelines.get(table)
+        if pipeline is None:
+            pipeline = self.pipelines[table] = TablePipeline(table, self._context)
+        return pipeline
+
+    def stats(self) -> dict:
+        return {
+            "hot_path": {"buffer": buffer.IMPLEMENTATION, "encoder": encoder.IMPLEMENTATION},
+            "sink": self.sink.name,
+            "draining": self.draining,
+            "buffer_bytes": self.budget.used,
+            "buffer_limit_bytes": self.budget.limit,
+            "inputs_paused": self.budget.paused_inputs + self.sink_health.paused_inputs,
+            "sink_health": self.sink_health.as_dict(),
+            "tables": {name: p.counters.as_dict(p.buffered) for name, p in sorted(self.pipelines.items())},
+        }
+
+    async def query_arrow(self, sql: str) -> bytes:
+        """Runs SQL against the sink off the loop; the result as an Arrow IPC
+        stream. A query is interrupted when the server stops or when the
+        awaiting task is cancelled (its client went away)."""
+        if self.draining:
+            raise QueryInterrupted("the server is shutting down")
+        running = RunningQuery()
+
+        def run() -> bytes:
+            table = self.sink.query(sql, running, self.settings.max_query_bytes)
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_stream(sink, table.schema) as writer:
+                writer.write_table(table)
+            return sink.getvalue().to_pybytes()
+        done = self.queries[running] = self.loop.run_in_executor(self._query_pool, run)
+        done.add_done_callback(lambda _: self.queries.pop(running, None))
+        try:
+            return await asyncio.shield(done)
+        except asyncio.CancelledError:
+            asyncio.ensure_future(self._interrupt(running, done, "its client went away"))
+            raise
+
+    @staticmethod
+    async def _interrupt(running: RunningQuery, done: asyncio.Future, reason: str) -> None:
+        """Interrupts a query until it has ended (DuckDB drops an interrupt
+        that comes before the query starts)."""
+        while not done.done():
+            running.interrupt(reason)
+            await asyncio.wait([done], timeout=0.05)
+        if not done.cancelled() and isinstance(done.exception(), QueryInterrupted):
+            log.info("query interrupted: %s", reason)
+
+    def request_stop(self) -> None:
+        self._stop_requested.set()
+
+    async def serve_until_stopped(self) -> None:
+        await self._stop_requested.wait()
+        await self.stop()
+
+    async def stop(self) -> None:
+        """Stop intake, drain every table within the grace period, dead-letter
+        what is left after it, close the sink. HTTP stays up meanwhile,
+        answering 503 to ingest and /ready so clients go elsewhere."""
+        self.draining = True
+        grace = self.settings.shutdown_grace
+        deadline = self.loop.time() + grace
+        log.info("stopping: intake closed, draining %d table(s) within %ds", len(self.pipelines), grace)
+        # queries would hold the sink (and its close) and the query threads
+        await asyncio.gather(*(self._interrupt(running, done, "the server is shutting down")
+                               for running, done in list(self.queries.items())))
+        tcp_listener, http_listener = self._listeners
+        tcp_listener.close()
+        for connection in list(self._tcp_connections):
+            connection.close()
+        drains = [asyncio.ensure_future(p.drain()) for p in self.pipelines.values()]
+        if drains:
+            _, late = await asyncio.wait(drains, timeout=max(0, deadline - self.loop.time()))
+            if late:
+                log.warning("shutdown grace of %ds expired; dead-lettering what has not landed", grace)
+                for pipeline in self.pipelines.values():
+                    pipeline.abandon()
+                await asyncio.wait(drains)
+        await self.webhooks.close(deadline - self.loop.time())
+        http_listener.close()
+        for connection in list(self._http_connections):
+            connection.transport.close()
+        for pipeline in self.pipelines.values():
+            await pipeline.close()
+        await self.loop.run_in_executor(self._context.sink_pool, self.sink.close)
+        if self.wal is not None:
+            self.wal.close()
+        for pool in self._pools:
+            pool.shutdown(wait=True)
+        self.settings.state_path.unlink(missing_ok=True)
+        self._lock.release()
+        log.info("stopped; per table: %s", json.dumps(self.stats()["tables"]))
+
+
+async def _serve(settings: Settings) -> None:
+    server = IngestServer(settings)
+    await server.start()
+    await server.serve_until_stopped()
+
+
+def run(settings: Settings) -> None:
+    logging.basicConfig(
+        level=getattr(logging, settings.log_level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        import uvloop
+    except ImportError:  # plain asyncio where uvloop is not available
+        uvloop = None
+    loop_factory = None if uvloop is None or EVENT_LOOP == "asyncio" else uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(_serve(settings))

@@ -1,0 +1,185 @@
+"""Server settings: one dataclass, filled from defaults, a TOML file, the
+environment and the command line, in that order of precedence (last wins).
+
+Every setting has the same name in each place: ``batch_events`` is
+``batch_events = 1000`` in TOML, ``INGEST_BATCH_EVENTS=1000`` in the
+environment and ``--batch-events 1000`` on the command line.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ingest.durability.wal import FSYNC_MODES as WAL_FSYNC_MODES
+from ingest.protocol import table_name_problem
+from ingest.sinks.registry import SINKS
+
+class ConfigError(ValueError):
+    """A setting has a value the server cannot use."""
+
+
+@dataclass
+class Settings:
+    data_dir: Path = field(default=Path("data"), metadata={"help": "directory for ingest.duckdb, parquet/ and server state"})
+    host: str = field(default="127.0.0.1", metadata={"help": "address to bind both sources to"})
+    tcp_port: int = field(default=7070, metadata={"help": "NDJSON-over-TCP port (0 picks a free port)"})
+    http_port: int = field(default=7080, metadata={"help": "HTTP port (0 picks a free port)"})
+    sink: str = field(default="duckdb", metadata={"help": "where batches land: duckdb or parquet"})
+    batch_events: int = field(default=250_000, metadata={"help": "seal a table's batch at this many events"})
+    batch_bytes: int = field(default=64 << 20, metadata={"help": "seal a table's batch at this many bytes of JSON"})
+    flush_interval: int = field(default=1000, metadata={"help": "seal a table's batch this many ms after its first event"})
+    tcp_table: str = field(default="events", metadata={"help": "table that TCP lines go to"})
+    max_line_bytes: int = field(default=1 << 20, metadata={"help": "longer TCP lines are rejected and counted"})
+    max_body_bytes: int = field(default=64 << 20, metadata={"help": "HTTP bodies over this (after gunzip) get 413"})
+    max_buffer_bytes: int = field(default=512 << 20, metadata={"help": "memory budget for buffered and in-flight batches; above it TCP pauses and HTTP answers 429"})
+    max_query_bytes: int = field(default=64 << 20, metadata={"help": "POST /v1/query results larger than this (in Arrow) are refused with 400"})
+    max_flushes_in_flight: int = field(default=2, metadata={"help": "concurrent writes into the sink (DuckDB always writes one at a time)"})
+    retry_attempts: int = field(default=5, metadata={"help": "retries of a flush failing for an unknown reason before its batch is dead-lettered"})
+    retry_timeout: int = field(default=86400, metadata={"help": "seconds a flush failing on the environment (a full disk, I/O errors, permission, a locked store) is retried before its batch is dead-lettered"})
+    retry_base_ms: int = field(default=100, metadata={"help": "backoff base: a retry waits random(0, min(base*2^attempt, max)) ms"})
+    retry_max_ms: int = field(default=10_000, metadata={"help": "backoff ceiling in ms"})
+    shutdown_grace: int = field(default=30, metadata={"help": "seconds SIGTERM waits for buffers to land before dead-lettering the rest"})
+    sink_delay_ms: int = field(default=0, metadata={"help": "fault injection: extra ms each sink write takes (to test backpressure)"})
+    wal: str = field(default="on", metadata={"help": "write-ahead log: on or off (off: a crash loses what has not landed)"})
+    wal_fsync: str = field(default="interval", metadata={"help": "always: fsync before each ack; interval: every --wal-fsync-interval ms, acks wait for it; off: never"})
+    wal_fsync_interval: int = field(default=20, metadata={"help": "ms between write-ahead-log fsyncs in interval mode"})
+    wal_segment_bytes: int = field(default=64 << 20, metadata={"help": "write-ahead-log segment size"})
+    receipt_retention: int = field(default=3600, metadata={"help": "seconds a settled receipt stays queryable at GET /v1/receipts/{id}"})
+    idempotency_window: int = field(default=86400, metadata={"help": "seconds an Idempotency-Key is remembered"})
+    webhook_secret: str = field(default="", metadata={"help": "HMAC-SHA256 key that signs webhook notices (webhooks are off without it)"})
+    webhook_allow: str = field(default="127.0.0.1,::1,localhost", metadata={"help": "comma-separated hosts that callback URLs may name"})
+    log_level: str = field(default="info", metadata={"help": "debug, info, warning or error"})
+    tables: dict = field(default_factory=dict, metadata={"config_only": True})  # name -> TableConfig, from [tables.NAME]
+
+    def validate(self) -> None:
+        if self.sink not in SINKS:
+            raise ConfigError(f"sink must be one of {', '.join(SINKS)}, not {self.sink!r}")
+        if self.wal not in ("on", "off"):
+            raise ConfigError(f"wal must be on or off, not {self.wal!r}")
+        if self.wal_fsync not in WAL_FSYNC_MODES:
+            raise ConfigError(f"wal_fsync must be one of {', '.join(WAL_FSYNC_MODES)}, not {self.wal_fsync!r}")
+        problem = table_name_problem(self.tcp_table)
+        if problem:
+            raise ConfigError(f"tcp_table: {problem}")
+        for name in ("tcp_port", "http_port"):
+            if not 0 <= getattr(self, name) <= 65535:
+                raise ConfigError(f"{name} must be between 0 and 65535")
+        for name in ("batch_events", "batch_bytes", "flush_interval", "max_line_bytes", "max_body_bytes",
+                     "max_buffer_bytes", "max_query_bytes", "max_flushes_in_flight", "retry_max_ms", "wal_fsync_interval",
+                     "wal_segment_bytes", "receipt_retention", "idempotency_window"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, not {getattr(self, name)}")
+        for name in ("retry_attempts", "retry_timeout", "retry_base_ms", "shutdown_grace", "sink_delay_ms"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must not be negative, not {getattr(self, name)}")
+
+    @property
+    def duckdb_path(self) -> Path:
+        return self.data_dir / "ingest.duckdb"
+
+    @property
+    def parquet_dir(self) -> Path:
+        return self.data_dir / "parquet"
+
+    @property
+    def wal_dir(self) -> Path:
+        return self.data_dir / "wal"
+
+    @property
+    def state_path(self) -> Path:
+        """Written while the server runs, so `ingest query` can find it."""
+        return self.data_dir / "server.json"
+
+
+@dataclass
+class TableConfig:
+    """A table's declared columns, from [tables.NAME] in the config file."""
+
+    schema: object  # pyarrow.Schema, or None: every column inferred
+    strict: bool = False  # reject events with undeclared fields
+
+
+def settable_fields() -> list:
+    """The settings a flag or an environment variable can set."""
+    return [f for f in dataclasses.fields(Settings) if not f.metadata.get("config_only")]
+
+
+def _table_configs(tables, config_file) -> dict:
+    from ingest.schema import declared_schema, declared_types
+
+    configs = {}
+    if not isinstance(tables, dict):
+        raise ConfigError(f"{config_file}: [tables] must be a table of tables")
+    for name, table in tables.items():
+        where = f"{config_file}: [tables.{name}]"
+        problem = table_name_problem(name)
+        if problem:
+            raise ConfigError(f"{where}: {problem}")
+        if not isinstance(table, dict) or set(table) - {"strict", "columns"}:
+            raise ConfigError(f"{where}: only 'strict' and 'columns' may be set")
+        strict = table.get("strict", False)
+        if not isinstance(strict, bool):
+            raise ConfigError(f"{where}: strict must be true or false")
+        columns = table.get("columns")
+        if columns is None:
+            if strict:
+                raise ConfigError(f"{where}: strict needs [tables.{name}.columns]")
+            configs[name] = TableConfig(None, False)
+            continue
+        try:
+            schema = declared_schema(columns)
+            declared_types(schema, 64)  # nesting errors show now, not on the first event
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        configs[name] = TableConfig(schema, strict)
+    return configs
+
+
+def env_name(name: str) -> str:
+    return "INGEST_" + name.upper()
+
+
+def flag_name(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _convert(name: str, value, source: str):
+    kind = {f.name: f.type for f in settable_fields()}[name]
+    try:
+        if kind == "int":
+            return int(value)
+        if kind == "Path":
+            return Path(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{source}: {name} must be an {kind}, not {value!r}") from None
+
+
+def load(config_file: Path | None, cli_values: dict, environ=os.environ) -> Settings:
+    """Settings from defaults < TOML file < INGEST_* environment < command line."""
+    names = [f.name for f in settable_fields()]
+    values: dict = {}
+    if config_file is not None:
+        try:
+            root = tomllib.loads(Path(config_file).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {config_file}: {exc}") from None
+        values["tables"] = _table_configs(root.pop("tables", {}), config_file)
+        doc = root.get("serve", root)  # settings may sit at top level or under [serve]
+        for key, value in doc.items():
+            key = key.replace("-", "_")
+            if key not in names:
+                raise ConfigError(f"{config_file}: unknown setting {key!r}")
+            values[key] = _convert(key, value, str(config_file))
+    for name in names:
+        if env_name(name) in environ:
+            values[name] = _convert(name, environ[env_name(name)], env_name(name))
+    for name, value in cli_values.items():
+        if value is not None:
+            values[name] = _convert(name, value, flag_name(name))
+    settings = Settings(**values)
+    settings.validate()
+    return settings

@@ -1,0 +1,4 @@
+"""The Parquet sink: a directory of files per ingest table."""
+from ingest.sinks.parquet.sink import ParquetSink, query_directory
+
+__all__ = ["ParquetSink", "query_directory"]

@@ -1,0 +1,64 @@
+"""Which sinks there are: a name (`--sink NAME`) -> how to open it from the
+settings and how to query what it left in a data directory with no server
+running. A new sink is one folder under `ingest/sinks/` plus one entry here;
+each entry imports its sink only when it is used."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+
+@dataclass(frozen=True)
+class SinkKind:
+    name: str
+    open: Callable  # (settings) -> Sink
+    has_data: Callable  # (settings) -> bool: this sink wrote into the data directory
+    query: Callable  # (settings, sql) -> pa.Table, with no server running
+
+
+def _open_duckdb(settings):
+    from ingest.sinks.duckdb import DuckDBSink
+    return DuckDBSink(settings.duckdb_path)
+
+
+def _query_duckdb(settings, sql):
+    from ingest.sinks.duckdb import query_file
+    return query_file(settings.duckdb_path, sql)
+
+
+def _open_parquet(settings):
+    from ingest.sinks.parquet import ParquetSink
+    return ParquetSink(settings.parquet_dir)
+
+
+def _query_parquet(settings, sql):
+    from ingest.sinks.parquet import query_directory
+    return query_directory(settings.parquet_dir, sql)
+
+
+SINKS: dict[str, SinkKind] = {}
+
+
+def register(kind: SinkKind) -> None:
+    SINKS[kind.name] = kind
+
+
+register(SinkKind("duckdb", _open_duckdb, lambda settings: settings.duckdb_path.exists(), _query_duckdb))
+register(SinkKind("parquet", _open_parquet, lambda settings: settings.parquet_dir.exists(), _query_parquet))
+
+
+def open_sink(settings):
+    """The sink `settings.sink` names, wrapped in the fault injection it asks for."""
+    sink = SINKS[settings.sink].open(settings)
+    if settings.sink_delay_ms:
+        from ingest.sinks.fault import SlowSink
+        sink = SlowSink(sink, settings.sink_delay_ms / 1000)
+    return sink
+
+
+def query_offline(settings, sql: str):
+    """SQL over what the sinks left in the data directory (the first sink that wrote there)."""
+    for kind in SINKS.values():
+        if kind.has_data(settings):
+            return kind.query(settings, sql)
+    return SINKS[settings.sink].query(settings, sql)
