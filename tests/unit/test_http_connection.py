@@ -7,6 +7,8 @@ import gzip
 import json
 import logging
 
+import pytest
+
 
 from ingest.core.budget import MemoryBudget
 from ingest.sources.base import IntakeContext
@@ -315,3 +317,10 @@ def test_a_request_asking_to_close_is_answered_then_closed():
         connection.protocol.connection_lost(None)
         assert connection.protocol not in connection.connections
     run(scenario)
+
+
+def test_a_router_refuses_two_routes_for_one_method_and_path():
+    with pytest.raises(ValueError, match="two routes for GET /echo"):
+        Router([Route("GET", "/echo", echo), Route("GET", "/echo", echo)], "")
+    with pytest.raises(ValueError, match="only a trailing"):
+        Router([Route("GET", "/items/{id}/parts", echo)], "")

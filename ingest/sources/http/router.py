@@ -48,6 +48,8 @@ class Router:
         self._hint = not_found_hint
         for route in routes:
             prefix = route.prefix
+            if prefix is None and "{" in route.template:
+                raise ValueError(f"{route.template}: only a trailing {{name}} placeholder is supported")
             if prefix is None:
                 methods = self._exact.setdefault(route.template, {})
             else:
