@@ -32,7 +32,8 @@ from ingest.core.ports import QueryInterrupted
 from ingest.sinks.duckdb.sql import RunningQuery
 from ingest.sinks.registry import open_sink
 from ingest.durability.wal import Damage, Record, WriteAheadLog
-from ingest.sources.http import HttpIngestProtocol
+from ingest.sources.base import AdminContext, IntakeContext
+from ingest.sources.http import HttpIngestProtocol, http_router
 from ingest.sources.tcp import TcpIngestProtocol
 
 log = logging.getLogger("ingest.server.app")
@@ -126,7 +127,16 @@ class IngestServer:
         tcp = await self._listen("TCP", settings.tcp_port, lambda: TcpIngestProtocol(
             self.pipeline(settings.tcp_table), settings.max_line_bytes, self.budget, self._tcp_connections, self.wal,
             self.sink_health))
-        http = await self._listen("HTTP", settings.http_port, lambda: HttpIngestProtocol(self, self._http_connections))
+        intake = IntakeContext(
+            pipeline=self.pipeline, budget=self.budget, wal=self.wal, sink_health=self.sink_health,
+            receipts=self.receipts, idempotency=self.idempotency, webhooks=self.webhooks,
+            draining=lambda: self.draining, max_body_bytes=settings.max_body_bytes,
+            max_line_bytes=settings.max_line_bytes, observe_http=self.metrics.observe_http)
+        router = http_router(intake, AdminContext(
+            stats=self.stats, metrics=self.metrics.render, query=self.query_arrow, receipts=self.receipts,
+            draining=lambda: self.draining, sink_health=self.sink_health, sink_name=self.sink.name))
+        http = await self._listen("HTTP", settings.http_port,
+                                  lambda: HttpIngestProtocol(router, intake, self._http_connections))
         self._listeners = [tcp, http]
         self.tcp_port = tcp.sockets[0].getsockname()[1]
         self.http_port = http.sockets[0].getsockname()[1]

@@ -1,0 +1,50 @@
+"""What sources are given instead of the whole server: the narrow set of
+things taking in events needs, and what the admin endpoints read."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Awaitable, Callable
+
+if TYPE_CHECKING:
+    from ingest.core.budget import MemoryBudget
+    from ingest.core.pipeline import SinkHealth, TablePipeline
+    from ingest.core.receipts import IdempotencyKeys, ReceiptBook
+    from ingest.durability.wal import WriteAheadLog
+    from ingest.server.webhooks import Webhooks
+
+
+@dataclass(frozen=True)
+class IntakeContext:
+    pipeline: Callable[[str], TablePipeline]  # a table's pipeline, created on first use
+    budget: MemoryBudget
+    wal: WriteAheadLog | None  # None when the server runs with --wal off
+    sink_health: SinkHealth
+    receipts: ReceiptBook
+    idempotency: IdempotencyKeys
+    webhooks: Webhooks
+    draining: Callable[[], bool]  # true once shutdown has begun: intake is refused
+    max_body_bytes: int
+    max_line_bytes: int
+    observe_http: Callable[[str, int], None]  # counts an HTTP answer by route template and status
+
+    def refusal(self) -> str | None:
+        """Why no request can be taken in right now (and should be retried
+        later), or None. Checked before a body is read."""
+        if self.draining():
+            return "the server is shutting down; send to another instance or retry later"
+        if self.wal is not None and self.wal.unavailable:
+            return "the write-ahead log cannot be written (is the disk full?); retry later"
+        if self.sink_health.failing:
+            return f"the sink is failing ({self.sink_health.error}); retry later"
+        return None
+
+
+@dataclass(frozen=True)
+class AdminContext:
+    stats: Callable[[], dict]  # per-table counters and server state, as /v1/stats shows them
+    metrics: Callable[[], bytes]  # Prometheus text
+    query: Callable[[str], Awaitable[bytes]]  # SQL -> an Arrow IPC stream; raises QueryInterrupted
+    receipts: ReceiptBook
+    draining: Callable[[], bool]
+    sink_health: SinkHealth
+    sink_name: str

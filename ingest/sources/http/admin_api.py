@@ -1,0 +1,72 @@
+"""The endpoints that read the server rather than feed it:
+
+  GET  /v1/receipts/{id}   what became of an accepted request
+  POST /v1/query           SQL in the body; answers an Arrow IPC stream
+  GET  /v1/stats           per-table counters as JSON
+  GET  /metrics            Prometheus text
+  GET  /health             liveness: the process answers
+  GET  /ready              readiness: 503 while draining for shutdown or while the sink is failing
+"""
+from __future__ import annotations
+
+from ingest.core.ports import QueryInterrupted
+from ingest.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from ingest.sources.base import AdminContext
+from ingest.sources.http.responses import JSON_TYPE, RETRY_LATER, HttpError, Reply, json_reply
+from ingest.sources.http.router import Request, Route
+
+RECEIPTS_PREFIX = "/v1/receipts/"
+ARROW_STREAM_TYPE = "application/vnd.apache.arrow.stream"
+
+
+def routes(admin: AdminContext) -> list[Route]:
+    api = AdminApi(admin)
+    return [
+        Route("GET", RECEIPTS_PREFIX + "{id}", api.receipt),
+        Route("GET", "/health", api.health),
+        Route("GET", "/ready", api.ready),
+        Route("GET", "/metrics", api.metrics),
+        Route("GET", "/v1/stats", api.stats),
+        Route("POST", "/v1/query", api.query, cancel_on_disconnect=True),
+    ]
+
+
+class AdminApi:
+    def __init__(self, admin: AdminContext):
+        self._admin = admin
+
+    def receipt(self, request: Request) -> Reply:
+        receipt = self._admin.receipts.get(request.params["id"])
+        if receipt is None:
+            raise HttpError(404, "no such receipt: unknown, or older than --receipt-retention")
+        return json_reply(200, receipt.as_dict())
+
+    @staticmethod
+    def health(request: Request) -> Reply:
+        return Reply(200, b'{"status":"ok"}', JSON_TYPE)
+
+    def ready(self, request: Request) -> Reply:
+        if self._admin.draining():
+            return Reply(503, b'{"status":"draining"}', JSON_TYPE)
+        health = self._admin.sink_health
+        if health.failing:
+            return json_reply(503, {"status": "sink failing", "sink": self._admin.sink_name, **health.as_dict()})
+        return Reply(200, b'{"status":"ready"}', JSON_TYPE)
+
+    def metrics(self, request: Request) -> Reply:
+        return Reply(200, self._admin.metrics(), METRICS_CONTENT_TYPE)
+
+    def stats(self, request: Request) -> Reply:
+        return json_reply(200, self._admin.stats())
+
+    async def query(self, request: Request) -> Reply:
+        sql = request.body.decode("utf-8", "replace").strip()
+        if not sql:
+            raise HttpError(400, "send the SQL text as the request body")
+        try:
+            payload = await self._admin.query(sql)
+        except QueryInterrupted as exc:
+            raise HttpError(503, f"query interrupted: {exc}", headers=RETRY_LATER) from None
+        except Exception as exc:  # a user's SQL error, reported back to them
+            raise HttpError(400, f"query failed: {exc}") from None
+        return Reply(200, payload, ARROW_STREAM_TYPE)

@@ -1,0 +1,298 @@
+"""HTTP/1.1 over httptools: one asyncio.Protocol per client connection.
+
+It owns what is HTTP about a request: the header and body limits, the
+Content-Encoding handoff, the memory budget a body holds while it is read,
+answering pipelined requests in the order they came, keep-alive and the
+linger before closing. What a request means is its route's business.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+
+import httptools
+
+from ingest.sources.base import IntakeContext
+from ingest.sources.formats.compression import CorruptBody, UnsupportedEncoding, decompressor
+from ingest.sources.http.responses import (RETRY_LATER, HttpError, Reply, error_reply, refusal_reason, render,
+                                           render_response)
+from ingest.sources.http.router import Request, Router
+
+log = logging.getLogger("ingest.http")
+
+LINGER_SECONDS = 5  # how long a refused client may go on sending before we close
+REFUSAL_LOG_INTERVAL = 10  # seconds: at most one log line per route and status in that time
+
+
+class RefusalLog:
+    """A warning line per refused request, at most one per route and status
+    every `interval` seconds; the ones left out are counted in the next line."""
+
+    def __init__(self, interval: float = REFUSAL_LOG_INTERVAL):
+        self._interval = interval
+        self._last: dict[tuple, float] = {}
+        self._suppressed: dict[tuple, int] = {}
+
+    def refused(self, route: str, status: int, peer: str, reason: str) -> None:
+        key = (route, status)
+        now = time.monotonic()
+        if now - self._last.get(key, -self._interval) < self._interval:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return
+        self._last[key] = now
+        suppressed = self._suppressed.pop(key, 0)
+        log.warning("refused %d %s from %s: %s%s", status, route, peer, reason,
+                    f" (and {suppressed} more like it not logged)" if suppressed else "")
+
+
+REFUSALS = RefusalLog()
+
+
+class HttpIngestProtocol(asyncio.Protocol):
+    """One client connection. Requests are answered in the order they came,
+    even when a later one (an ingest) finishes before an earlier one (a query)."""
+
+    def __init__(self, router: Router, intake: IntakeContext, connections: set):
+        self._router = router
+        self._intake = intake
+        self._connections = connections
+        self._parser = httptools.HttpRequestParser(self)
+        self._responses: deque[tuple[asyncio.Future, str]] = deque()  # (answer, route template)
+        self._abandonable: set[asyncio.Task] = set()  # answers nobody needs once the client has gone (queries)
+        self._closing = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.transport: asyncio.Transport | None = None
+        self._reset()
+
+    def _reset(self) -> None:
+        self._url = b""
+        self._headers: dict[str, str] = {}
+        self._body: list[bytes] = []
+        self._body_size = 0
+        self._inflate = None
+        self._early_error: HttpError | None = None
+        self._reserved: int | None = None  # bytes of the memory budget this body holds while it is read
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport):
+        self._loop = asyncio.get_running_loop()
+        self.transport = transport
+        self._connections.add(self)
+
+    def connection_lost(self, exc):
+        self._closing = True
+        self._release()
+        self._connections.discard(self)
+        for task in list(self._abandonable):  # nobody is left to read the result
+            task.cancel()
+
+    def data_received(self, data: bytes) -> None:
+        if self._closing:
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._answer_and_close(HttpError(400, "protocol upgrades are not supported"))
+        except httptools.HttpParserCallbackError as exc:  # a bug of ours in a callback, not the client's request
+            log.error("internal error in an HTTP request to %s from %s", self._path() or "?", self.peer,
+                      exc_info=exc.__context__ or exc)
+            if not self._closing:
+                self._answer_and_close(HttpError(500, "internal error"))
+        except httptools.HttpParserError as exc:
+            if not self._closing:
+                self._answer_and_close(HttpError(400, f"malformed HTTP request: {exc}"))
+
+    # httptools callbacks
+
+    def on_message_begin(self) -> None:
+        self._reset()
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        route = self._router.find(self._parser.get_method().decode("latin-1"), self._path())
+        if route is not None and route.admit is not None:
+            # Refuse before the body is read into memory: it is discarded as it arrives.
+            self._early_error = route.admit()
+            if self._early_error is not None:
+                return
+        length = self._headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self._intake.max_body_bytes:
+            # Refuse before reading the body: the client may stop sending.
+            self._answer_and_close(self._too_large())
+            return
+        try:
+            self._inflate = decompressor(self._headers.get("content-encoding"))
+        except UnsupportedEncoding as exc:
+            self._early_error = HttpError(415, str(exc))
+        if self._early_error is None and route is not None and route.budgeted:
+            # The body counts against the memory budget while it is read: refused before it is, when it does not fit.
+            self._reserved = 0
+            self._reserve(int(length) if length is not None and length.isdigit() else 0)
+
+    def on_body(self, chunk: bytes) -> None:
+        if self._closing or self._early_error is not None:
+            return
+        limit = self._intake.max_body_bytes
+        if self._inflate is not None:
+            try:
+                chunk = self._inflate.feed(chunk, limit - self._body_size + 1)
+            except CorruptBody as exc:
+                self._early_error = HttpError(400, str(exc))
+                return
+            except OverflowError:
+                self._answer_and_close(self._too_large())
+                return
+        self._body_size += len(chunk)
+        if self._body_size > limit:
+            self._answer_and_close(self._too_large())
+            return
+        if self._reserved is not None and self._body_size > self._reserved and not self._reserve(self._body_size):
+            return  # refused: the chunks read so far are dropped
+        self._body.append(chunk)
+
+    def on_message_complete(self) -> None:
+        if self._closing:
+            return
+        keep_alive = self._parser.should_keep_alive()
+        if self._inflate is not None and self._early_error is None:
+            try:
+                self._inflate.finish()
+            except CorruptBody as exc:
+                self._early_error = HttpError(400, str(exc))
+        body = b"".join(self._body)
+        self._body = []
+        self._release()  # the body is read: once buffered, the pipeline counts its lines
+        if self._early_error is not None:
+            answer = error_reply(self._early_error)
+        else:
+            try:
+                url = httptools.parse_url(self._url)
+            except httptools.HttpParserInvalidURLError as exc:
+                self._answer_and_close(HttpError(400, f"malformed HTTP request: {exc}"))
+                return
+            answer = self._dispatch(url, body)
+        future = self._loop.create_future()
+        self._responses.append((future, self._router.template(self._path())))
+        if isinstance(answer, Reply):
+            future.set_result(render(answer, keep_alive))
+        else:
+            answer.add_done_callback(lambda t, f=future, k=keep_alive: f.set_result(self._async_result(t, k)))
+        future.add_done_callback(lambda _: self._write_ready())
+        if not keep_alive:
+            self._closing = True
+
+    # requests
+
+    def _path(self) -> str:
+        return self._url.split(b"?", 1)[0].decode("latin-1")
+
+    def _dispatch(self, url, body: bytes) -> Reply | asyncio.Future:
+        """The route's answer: a Reply now, or a future of one. An HttpError
+        is the client's answer; any other exception is a bug (answered 500)."""
+        method = self._parser.get_method().decode("latin-1")
+        try:
+            route, params = self._router.resolve(method, url.path.decode("latin-1"))
+            answer = route.handler(Request(method, url.path.decode("latin-1"), params, url.query, self._headers,
+                                           body, self.peer))
+        except HttpError as exc:
+            return error_reply(exc)
+        if isinstance(answer, Reply):
+            return answer
+        task = asyncio.ensure_future(answer)
+        if route.cancel_on_disconnect:
+            self._abandonable.add(task)
+            task.add_done_callback(self._abandonable.discard)
+        return task
+
+    def _reserve(self, size: int) -> bool:
+        """Grows this body's share of the memory budget to `size` bytes; when
+        it does not fit, the request is refused (its body discarded as it
+        arrives) and what it held is given back."""
+        budget = self._intake.budget
+        if size > budget.limit:
+            self._answer_and_close(HttpError(413, f"body of {size} bytes or more exceeds the memory budget of "
+                                                  f"{budget.limit} bytes (--max-buffer-bytes); split it into smaller requests"))
+            return False
+        if budget.reserve(size - self._reserved):
+            self._reserved = size
+            return True
+        self._release()
+        self._body = []
+        self._early_error = HttpError(429, "the server is at its memory budget; retry after the delay given",
+                                      headers=RETRY_LATER)
+        return False
+
+    def _release(self) -> None:
+        if self._reserved:
+            self._intake.budget.give_back(self._reserved)
+        self._reserved = None
+
+    def _too_large(self) -> HttpError:
+        return HttpError(413, f"body exceeds the limit of {self._intake.max_body_bytes} bytes; split it into smaller requests")
+
+    # responses
+
+    def _write_ready(self) -> None:
+        while self._responses and self._responses[0][0].done():
+            future, route = self._responses.popleft()
+            response = future.result()
+            if self.transport is not None and not self.transport.is_closing():
+                self._count(route, response)
+                self.transport.write(response)
+        if self._closing and not self._responses and self.transport is not None:
+            self._linger_close()
+
+    def _linger_close(self) -> None:
+        """Close our side but keep reading (and discarding) for a while, so a
+        client still sending a refused body gets to read our answer instead of
+        a connection reset."""
+        transport = self.transport
+        if transport.is_closing():
+            return
+        if transport.can_write_eof():
+            transport.write_eof()
+            self._loop.call_later(LINGER_SECONDS, transport.close)
+        else:
+            transport.close()
+
+    def _answer_and_close(self, error: HttpError) -> None:
+        self._release()
+        future = self._loop.create_future()
+        future.set_result(render(error_reply(error), keep_alive=False))
+        self._responses.append((future, self._router.template(self._path())))
+        self._closing = True
+        self._write_ready()
+
+    def _count(self, route: str, response: bytes) -> None:
+        """Every answer in ingest_http_requests_total; refusals in the log too."""
+        status = int(response[9:12])  # "HTTP/1.1 200 ..."
+        self._intake.observe_http(route, status)
+        if status >= 400:
+            reason = " ".join(refusal_reason(response).split())  # one line, whatever the error text holds
+            REFUSALS.refused(route, status, self.peer, reason[:300])
+
+    @staticmethod
+    def _async_result(task: asyncio.Future, keep_alive: bool) -> bytes:
+        if task.cancelled():
+            return render(error_reply(HttpError(503, "server is shutting down")), keep_alive)
+        exc = task.exception()
+        if isinstance(exc, HttpError):
+            return render(error_reply(exc), keep_alive)
+        if exc is not None:
+            log.error("request failed: %r", exc, exc_info=exc)
+            return render(error_reply(HttpError(500, f"internal error: {exc}")), keep_alive)
+        status, body, content_type, *headers = task.result()
+        return render_response(status, body, content_type, keep_alive, headers[0] if headers else ())
+
+    @property
+    def peer(self) -> str:
+        peer = self.transport.get_extra_info("peername") if self.transport else None
+        return f"{peer[0]}:{peer[1]}" if peer else "?"

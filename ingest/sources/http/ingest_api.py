@@ -1,0 +1,205 @@
+"""POST /v1/ingest/{table}: a body of events, answered per ?wait= once what
+that mode waits for has happened; receipts, Idempotency-Key, WAL acks.
+
+Query options (or headers): ?wait=none|received|flushed (Ingest-Wait),
+?timeout= seconds for flushed, ?callback= a webhook URL (Ingest-Callback).
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import math
+from urllib.parse import parse_qs
+
+from ingest.core.receipts import IdempotencyConflict
+from ingest.durability.wal import WalUnavailable
+from ingest.protocol import DEFAULT_WAIT, WAIT_MODES, table_name_problem
+from ingest.server.webhooks import CallbackRefused
+from ingest.sources import formats
+from ingest.sources.base import IntakeContext
+from ingest.sources.http.admin_api import RECEIPTS_PREFIX
+from ingest.sources.http.responses import RETRY_LATER, HttpError, Reply, json_body, json_reply
+from ingest.sources.http.router import Request, Route
+
+log = logging.getLogger("ingest.http")
+
+INGEST_TEMPLATE = "/v1/ingest/{table}"
+RECEIPT_HEADER = "Ingest-Receipt"
+DEFAULT_FLUSH_TIMEOUT = "30"  # seconds a wait=flushed request waits before answering 504
+MAX_ERRORS_REPORTED = 100
+
+# What each ?wait= mode waits for before it answers: "logged" = the lines are in the
+# write-ahead log (fsynced per --wal-fsync), "landed" = every line landed or was dead-lettered.
+WAITS_FOR = {
+    "none": frozenset(),
+    "received": frozenset({"logged"}),
+    "flushed": frozenset({"logged", "landed"}),
+}
+assert tuple(WAITS_FOR) == WAIT_MODES
+
+
+def routes(intake: IntakeContext) -> list[Route]:
+    api = IngestApi(intake)
+    return [Route("POST", INGEST_TEMPLATE, api.ingest, admit=api.admit, budgeted=True)]
+
+
+class IngestApi:
+    def __init__(self, intake: IntakeContext):
+        self._intake = intake
+
+    def admit(self) -> HttpError | None:
+        refusal = self._intake.refusal()
+        return HttpError(503, refusal, headers=RETRY_LATER) if refusal else None
+
+    def ingest(self, request: Request):
+        """Answers now (a Reply) when nothing needs waiting for, else an
+        awaitable that answers once it may."""
+        table = request.params["table"]
+        problem = table_name_problem(table)
+        if problem:
+            raise HttpError(400, problem)
+        options = parse_qs(request.query.decode("latin-1")) if request.query else {}
+        headers = request.headers
+        wait = (options.get("wait", [""])[0] or headers.get("ingest-wait", "") or DEFAULT_WAIT).lower()
+        if wait not in WAIT_MODES:
+            raise HttpError(400, f"wait must be one of {', '.join(WAIT_MODES)}, not {wait!r}")
+        try:
+            timeout = float(options.get("timeout", [DEFAULT_FLUSH_TIMEOUT])[0])
+        except ValueError:
+            timeout = math.nan
+        if not 0 < timeout < math.inf:
+            raise HttpError(400, "timeout must be a positive, finite number of seconds")
+        callback = options.get("callback", [""])[0] or headers.get("ingest-callback") or None
+        if callback is not None:
+            try:
+                self._intake.webhooks.check(callback)
+            except CallbackRefused as exc:
+                raise HttpError(400, str(exc)) from None
+        key = headers.get("idempotency-key")
+        if key is None:
+            status, document, lsn, receipt = self._accept(table, request, callback, {})
+            waits = WAITS_FOR[wait]
+            if receipt is None or not waits:
+                return self._reply(202 if receipt is not None and not waits else status, document, receipt)
+            if "landed" not in waits:
+                synced = self._intake.wal.synced(lsn) if self._needs_fsync(lsn) else None
+                if synced is None:
+                    return self._reply(status, document, receipt)
+                return self._reply_when_synced(synced, status, document, receipt)  # answered from a callback: no task
+            return self._answer_when(wait, timeout, status, document, lsn, receipt)
+        digest = hashlib.sha256(table.encode() + b"\0" + request.body).hexdigest()
+        keys = self._intake.idempotency
+        try:
+            entry = keys.find(key, table, digest)
+        except IdempotencyConflict as exc:
+            raise HttpError(422, str(exc)) from None
+        if entry is not None:
+            return self._original_reply(entry)
+        entry = keys.begin(key, table, digest)
+        try:
+            status, document, lsn, receipt = self._accept(table, request, callback,
+                                                          {"key": key, "digest": digest, "table": table})
+        except BaseException:
+            keys.forget(key)
+            raise
+        return self._remember(key, entry, self._answer_when(wait, timeout, status, document, lsn, receipt))
+
+    def _needs_fsync(self, lsn: int | None) -> bool:
+        wal = self._intake.wal
+        return lsn is not None and wal is not None and wal.fsync != "off"
+
+    @staticmethod
+    def _reply(status: int, document: dict, receipt) -> Reply:
+        return json_reply(status, document, ((RECEIPT_HEADER, receipt.id),) if receipt is not None else ())
+
+    def _reply_when_synced(self, synced: asyncio.Future, status: int, document: dict, receipt) -> asyncio.Future:
+        reply = synced.get_loop().create_future()
+
+        def answer(done: asyncio.Future) -> None:
+            if done.exception() is not None:  # the lines are buffered: answer once they have landed instead
+                landed = asyncio.ensure_future(self._answer_when("flushed", float(DEFAULT_FLUSH_TIMEOUT), status,
+                                                                 document, None, receipt))
+                landed.add_done_callback(lambda t: reply.set_exception(t.exception()) if t.exception()
+                                         else reply.set_result(t.result()))
+            else:
+                reply.set_result(self._reply(status, document, receipt))
+
+        synced.add_done_callback(answer)
+        return reply
+
+    async def _answer_when(self, wait: str, timeout: float, status: int, document: dict, lsn, receipt) -> Reply:
+        waits = WAITS_FOR[wait]
+        headers = ((RECEIPT_HEADER, receipt.id),) if receipt is not None else ()
+        if not waits or receipt is None:
+            return json_reply(202 if not waits and receipt is not None else status, document, headers)
+        if self._needs_fsync(lsn):
+            try:
+                await self._intake.wal.durable(lsn)
+            except OSError as exc:  # the log may not hold them, but the buffer does: wait for them to land
+                log.error("write-ahead log fsync failed (%s); answering once the request's events have landed", exc)
+                waits = WAITS_FOR["flushed"]
+        if "landed" not in waits:
+            return json_reply(status, document, headers)
+        self._intake.pipeline(receipt.table).expedite()
+        try:
+            await asyncio.wait_for(asyncio.shield(receipt.finished()), timeout)
+        except asyncio.TimeoutError:
+            return json_reply(504, {**receipt.as_dict(), "error": f"not flushed within {timeout:g}s; the events will "
+                                    f"still land: poll GET {RECEIPTS_PREFIX}{receipt.id}"}, headers)
+        result = {**document, **receipt.as_dict()}
+        if receipt.dead_lettered:
+            refused = any(reason.startswith("refused by the sink") for reason in receipt.reasons)
+            result["error"] = f"{receipt.dead_lettered} event(s) could not land and were dead-lettered"
+            return json_reply(422 if refused else 500, result, headers)
+        return json_reply(status, result, headers)
+
+    @staticmethod
+    async def _original_reply(entry) -> Reply:
+        status, body, content_type, headers = await asyncio.shield(entry.reply)
+        return Reply(status, body, content_type, headers + (("Idempotent-Replayed", "true"),))
+
+    async def _remember(self, key: str, entry, answer) -> Reply:
+        """Keeps the reply under the key, so a retry gets the same answer."""
+        try:
+            reply = await answer
+        except BaseException:
+            self._intake.idempotency.forget(key)
+            raise
+        entry.reply.set_result(reply)
+        return reply
+
+    def _accept(self, table: str, request: Request, callback, meta: dict):
+        """Decodes and checks the body, buffers (and logs) its good lines;
+        returns (status, reply document, lsn, receipt)."""
+        try:
+            decoded = formats.decode(request.headers.get("content-type"), request.body)
+        except formats.UnsupportedContentType as exc:
+            raise HttpError(415, str(exc)) from None
+        except formats.InvalidBody as exc:
+            raise HttpError(400, str(exc)) from None
+        errors, accepted = decoded.errors, decoded.accepted
+        pipeline = self._intake.pipeline(table)
+        document = {
+            "accepted": accepted,
+            "rejected": len(errors),
+            "errors": [{"line": index + 1, "error": reason} for index, reason in errors[:MAX_ERRORS_REPORTED]],
+        }
+        lsn = receipt = None
+        if accepted:
+            receipts = self._intake.receipts
+            receipt = receipts.issue(table, accepted, len(errors), callback)
+            document["receipt"] = receipt.id
+            # the reply is encoded once; the logged meta wraps it as it is
+            logged = (json_body({**meta, "receipt": receipt.id, "created": receipt.created, "callback": callback})[:-1]
+                      + b',"reply":' + json_body(document) + b"}")
+            try:
+                lsn = pipeline.append_request(decoded.lines, decoded.rejected, receipt, logged)
+            except WalUnavailable as exc:  # nothing was buffered: the refusal is whole
+                receipts.withdraw(receipt)
+                raise HttpError(503, f"the write-ahead log cannot be written ({exc}); nothing was accepted, retry later",
+                                headers=RETRY_LATER) from None
+        if errors:
+            pipeline.rejected_at_source([decoded.lines.line(i) for i, _ in errors], [reason for _, reason in errors],
+                                        f"http {request.peer} POST /v1/ingest/{table}")
+        return (400 if accepted == 0 and errors else 200), document, lsn, receipt

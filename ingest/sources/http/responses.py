@@ -1,0 +1,65 @@
+"""HTTP answers: HttpError for refusals, Reply for what a handler answers,
+and their rendering as HTTP/1.1 bytes."""
+from __future__ import annotations
+
+import json
+from http import HTTPStatus
+from typing import NamedTuple
+
+JSON_TYPE = "application/json"
+RETRY_AFTER_SECONDS = 1  # what 429 and 503 ask a client to wait
+RETRY_LATER = (("Retry-After", str(RETRY_AFTER_SECONDS)),)
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, message: str, headers: tuple = ()):
+        super().__init__(message)
+        self.status = status
+        self.headers = headers
+
+
+class Reply(NamedTuple):
+    """A handler's answer; the connection renders it (keep-alive is its business)."""
+
+    status: int
+    body: bytes
+    content_type: str
+    headers: tuple = ()
+
+
+def json_body(document) -> bytes:
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
+def json_reply(status: int, document, headers: tuple = ()) -> Reply:
+    return Reply(status, json_body(document), JSON_TYPE, headers)
+
+
+def error_reply(error: HttpError) -> Reply:
+    return json_reply(error.status, {"error": str(error)}, error.headers)
+
+
+def render_response(status: int, body: bytes, content_type: str, keep_alive: bool, headers=()) -> bytes:
+    lines = [
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}",
+        f"Content-Type: {content_type}",
+        f"Content-Length: {len(body)}",
+        "Connection: " + ("keep-alive" if keep_alive else "close"),
+    ]
+    lines.extend(f"{name}: {value}" for name, value in headers)
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+def render(reply: Reply, keep_alive: bool) -> bytes:
+    return render_response(reply.status, reply.body, reply.content_type, keep_alive, reply.headers)
+
+
+def refusal_reason(response: bytes) -> str:
+    """What a rendered 4xx/5xx answer tells its client (its JSON "error")."""
+    status_line, _, rest = response.partition(b"\r\n")
+    try:
+        document = json.loads(rest.partition(b"\r\n\r\n")[2])
+        errors = document.get("errors") or [{}]
+        return str(document.get("error") or errors[0].get("error") or document.get("status") or status_line[13:].decode())
+    except (ValueError, AttributeError, TypeError):
+        return status_line[13:].decode("latin-1")
