@@ -24,7 +24,8 @@ import numpy as np
 
 from ingest.bench import baselines, machine
 from ingest.bench.clients import ClientSpec
-from ingest.bench.server_process import BenchError, ServerUnderTest, TargetServer, child_environment, settled
+from ingest.bench.server_process import (BenchError, ServerUnderTest, TargetServer, child_command, child_environment,
+                                         settled)
 from ingest.testing.corpus import SHAPES
 
 TRANSPORTS = ("tcp", "http")
@@ -344,7 +345,7 @@ class LoadRun:
         try:
             for spec in specs:
                 self.clients.append(subprocess.Popen(
-                    [sys.executable, "-m", "ingest.bench.clients", spec.to_json()],
+                    child_command("ingest.bench.clients", spec.to_json()),
                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                     env=environment,
                 ))
