@@ -1,5 +1,4 @@
-"""What Client and AsyncClient share: their options, the queue, serialising
-events, delivering batches (halving on 413) and accounting for each outcome."""
+"""Shipper: the part of Client and AsyncClient written once."""
 from __future__ import annotations
 
 import logging
