@@ -9,7 +9,7 @@ SOURCES := pyproject.toml setup.py $(wildcard ext/ingest/hotpath/*.pyx ext/inges
 serve: $(VENV)/.installed        ## install, then run the server with its defaults (./data, DuckDB)
 	$(BIN)/ingest serve
 
-test: $(VENV)/.installed-test    ## install with test extras, then run the whole test suite
+test: $(VENV)/.installed-test    ## install with the test and bench extras, then run the whole test suite
 	$(BIN)/python -m pytest
 
 bench: $(VENV)/.installed-test   ## micro-benchmarks of the hot path (outside the test suite)
@@ -45,7 +45,7 @@ $(VENV)/.installed: $(SOURCES) | $(VENV)/bin/python
 	touch $@
 
 $(VENV)/.installed-test: $(SOURCES) | $(VENV)/bin/python
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,bench]'
 	touch $@ $(VENV)/.installed
 
 clean:

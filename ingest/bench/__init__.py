@@ -10,15 +10,28 @@ would otherwise do, measured in one run on one reproducible corpus.
     machine         machine and versions, for results.json
 
 Kept light: client processes import this package, so nothing heavy is
-imported here.
+imported here. matplotlib and tqdm come with the extra `ingest[bench]` and
+are imported only once a bench runs.
 """
 from __future__ import annotations
 
+import importlib.util
 import sys
+
+EXTRA_MODULES = ("matplotlib", "tqdm")  # what `pip install 'ingest[bench]'` adds
+MISSING_EXTRA = "ingest: error: ingest bench needs its extra: pip install 'ingest[bench]'"
+
+
+def extra_installed() -> bool:
+    return all(importlib.util.find_spec(name) is not None for name in EXTRA_MODULES)
 
 
 def run(options) -> int:
-    """Runs the bench described by `options` (a `runner.BenchOptions`); 0 when every case and baseline ran."""
+    """Runs the bench described by `options` (a `runner.BenchOptions`); 0 when every case and baseline ran,
+    2 when the [bench] extra is not installed."""
+    if not extra_installed():
+        print(MISSING_EXTRA, file=sys.stderr)
+        return 2
     from ingest.bench import report
     from ingest.bench.runner import Bench
     from ingest.bench.server_process import BenchError
@@ -38,4 +51,4 @@ def run(options) -> int:
     return 1 if any(item.get("error") for item in document["cases"] + document["baselines"]) else 0
 
 
-__all__ = ["run"]
+__all__ = ["extra_installed", "run"]

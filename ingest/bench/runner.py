@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from ingest.bench import baselines, machine
 from ingest.bench.clients import ClientSpec
-from ingest.bench.server_process import BenchError, ServerUnderTest, TargetServer, child_environment, settled
+from ingest.bench.server_process import (BenchError, ServerUnderTest, TargetServer, child_command, child_environment,
+                                         settled)
 from ingest.testing.corpus import SHAPES
 
 TRANSPORTS = ("tcp", "http")
@@ -211,6 +211,8 @@ class Bench:
         }
 
     def _run_all(self, target: TargetServer | None, baseline_names: list[str]) -> None:
+        from tqdm import tqdm  # the [bench] extra: cli imports this module (BenchOptions) before run() checks for it
+
         o = self.options
         sinks = (target.sink,) if target else o.sinks
         plan = [(shape, self.planned_cases(shape, sinks)) for shape in o.shapes]
@@ -343,7 +345,7 @@ class LoadRun:
         try:
             for spec in specs:
                 self.clients.append(subprocess.Popen(
-                    [sys.executable, "-m", "ingest.bench.clients", spec.to_json()],
+                    child_command("ingest.bench.clients", spec.to_json()),
                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                     env=environment,
                 ))

@@ -30,6 +30,13 @@ def child_environment() -> dict:
     return env
 
 
+def child_command(module: str, *args: str) -> list[str]:
+    """`python -m module args` for the server and client processes. -P keeps the
+    caller's directory off sys.path: an `ingest/` there (a source checkout
+    beside a non-editable install) would shadow the one child_environment names."""
+    return [sys.executable, "-P", "-m", module, *args]
+
+
 class BenchError(Exception):
     """Something the user has to fix before the bench can run (a server that
     does not start, a target that does not answer)."""
@@ -118,8 +125,8 @@ class ServerUnderTest:
         self.log_path = log_path
         self._log = open(log_path, "w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ingest", "serve", "--data-dir", str(data_dir), "--tcp-port", "0",
-             "--http-port", "0", "--sink", sink, "--tcp-table", tcp_table, *server_flags],
+            child_command("ingest", "serve", "--data-dir", str(data_dir), "--tcp-port", "0", "--http-port", "0",
+                          "--sink", sink, "--tcp-table", tcp_table, *server_flags),
             stdout=subprocess.PIPE, stderr=self._log, text=True, env=child_environment(),
         )
         line = self._first_line()

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from ingest import client as client_module
+from ingest.client import wire as client_module  # where encode_event looks for orjson
 from ingest.client import (ABANDONED, AsyncClient, Client, ClientClosed, FlushTimeout, IngestError, QueueFull,
                            RequestTooLarge, RetryPolicy, encode_event, post_ndjson)
 from ingest.testing.corpus import ndjson
