@@ -15,7 +15,7 @@ from ingest.durability.keys import KEYS_FILE, KeysFile
 from ingest.durability.wal.files import IOV_MAX, OS, Files
 from ingest.durability.wal.record import (
     ARROW, BODY_HEAD, BODY_HEAD_V2, KEY_MARK, KEYED, KIND_NAMES, LINES, MAX_BODY, PREFIX, TOMBSTONE, TOMBSTONE_META,
-    VERSION, Record, batch_record_parts, claimed_events, decode_body, decode_v2_body, encode_record, events_in,
+    VERSION, Record, batch_record_parts, body_parts, claimed_events, decode_body, decode_v2_body, encode_record, events_in,
     is_tombstone, parts_of, record_parts, tombstone_parts,
 )
 from ingest.durability.wal.segment import (
@@ -38,7 +38,7 @@ def fsync_directory(directory: Path) -> None:
 __all__ = [
     "ARROW", "BODY_HEAD", "BODY_HEAD_V2", "FSYNC_MODES", "HEADER_SIZE", "HEADER_TAIL", "IOV_MAX", "KEYED", "KEYS_FILE",
     "KEY_MARK", "KIND_NAMES", "LINES", "MAGIC", "MAX_BODY", "OS", "PREFIX", "READABLE_VERSIONS", "RETRY_SECONDS",
-    "TOMBSTONE", "TOMBSTONE_META", "VERSION", "VERSION_1_HEADER", "Damage", "Files", "Gap", "KeysFile", "Record",
+    "TOMBSTONE", "TOMBSTONE_META", "VERSION", "VERSION_1_HEADER", "body_parts", "Damage", "Files", "Gap", "KeysFile", "Record",
     "SegmentScan", "WalUnavailable", "WriteAheadLog", "batch_record_parts", "claimed_events", "decode_body",
     "decode_v2_body", "drop_kept_damage", "encode_record", "events_in", "fsync_directory", "is_tombstone",
     "parts_of", "record_parts", "repair", "rewrite_segment", "scan_segment", "segment_header", "segment_number",
