@@ -89,11 +89,11 @@ def scan_segment(path: Path, files: Files = OS) -> SegmentScan:
             scan.damage.append(Damage(path, 0, "empty segment (created, never written)", torn_tail=True))
         return scan
     version = content[len(MAGIC)]
-    if version >= 2 and version in READABLE_VERSIONS and len(content) >= HEADER_SIZE:
+    if version == 1:
+        offset = VERSION_1_HEADER
+    elif version in READABLE_VERSIONS and len(content) >= HEADER_SIZE:
         scan.first_lsn = HEADER_TAIL.unpack_from(content, len(MAGIC) + 1)[0]
         offset = HEADER_SIZE
-    elif version == 1:
-        offset = VERSION_1_HEADER
     else:
         scan.damage.append(Damage(path, 0, f"segment format version {version} is not {VERSION}", raw=content))
         return scan
