@@ -32,7 +32,7 @@ def run(args) -> int:
         for path, scan in zip(paths, scans):
             tables = sorted({r.table for r in scan.records if r.table})
             lsns = f"lsn {scan.records[0].lsn}..{scan.records[-1].lsn}" if scan.records else "no records"
-            lines = sum(r.lines for r in scan.records)
+            lines = sum(r.events for r in scan.records)
             print(f"{path.name}: {len(scan.records)} records, {lines} events, {lsns}, tables {', '.join(tables) or '-'}")
             for damage in scan.damage:
                 damaged += 1
