@@ -40,6 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ingest.core.ports import LogUnavailable
+
 log = logging.getLogger("ingest.durability.wal")
 
 MAGIC = b"INGESTWAL"
@@ -71,7 +73,7 @@ def segment_paths(directory: Path) -> list[Path]:
     return sorted(found, key=segment_number)
 
 
-class WalUnavailable(OSError):
+class WalUnavailable(LogUnavailable):
     """The log cannot be appended to; the lines stay in memory only."""
 
 
