@@ -325,7 +325,8 @@ class TablePipeline:
             if len(rejected):
                 spans = np.delete(spans, rejected, axis=0)
             spans = spans.reshape(-1)
-            # keyed goes to the log once it takes it (WAL format v3): append(..., keyed=keyed)
+            if keyed:  # only keyed requests pass the flag: a log of format v2 finds keys in the meta itself
+                return self._context.wal.append(self.table, spans, data_view, meta, keyed=True)
             return self._context.wal.append(self.table, spans, data_view, meta)
         finally:
             del spans

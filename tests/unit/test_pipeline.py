@@ -77,6 +77,7 @@ def test_lines_land_in_order_and_a_request_is_never_split(tmp_path):
 
     counters, lsns = run(scenario)
     assert landed_numbers(sink) == [[0, 1, 2], [3, 4, 5], [6, 7]]  # 4 events a batch, but whole requests
+    assert not any(record.keyed for record in wal.records)
     assert [record.lines for record in wal.records] == [[b'{"n": 0}', b'{"n": 1}', b'{"n": 2}'],
                                                        [b'{"n": 3}', b'{"n": 4}', b'{"n": 5}'],
                                                        [b'{"n": 6}', b'{"n": 7}']]
@@ -106,7 +107,7 @@ def test_rejected_indexes_are_neither_logged_nor_buffered(tmp_path):
     async def scenario():
         async with pipeline_for(tmp_path, sink=sink, wal=wal) as pipeline:
             receipt = ReceiptBook(60).issue(TABLE, 3, 2, None)
-            pipeline.append_lines(lines(0, 1, 2, 3, 4), [1, 3], receipt=receipt, meta=b'{"receipt": "r"}')
+            pipeline.append_lines(lines(0, 1, 2, 3, 4), [1, 3], receipt=receipt, meta=b'{"receipt": "r"}', keyed=True)
             await pipeline.drain()
             return receipt
 
@@ -114,6 +115,7 @@ def test_rejected_indexes_are_neither_logged_nor_buffered(tmp_path):
     assert landed_numbers(sink) == [[0, 2, 4]]
     (record,) = wal.records
     assert record.lines == [b'{"n": 0}', b'{"n": 2}', b'{"n": 4}'] and record.meta == b'{"receipt": "r"}'
+    assert record.keyed
     assert (receipt.status, receipt.landed, receipt.rejected) == ("landed", 3, 2)
 
 
