@@ -1,16 +1,16 @@
-"""One table's path from raw lines to the sink, and the fate of every event.
+"""One table's path from intake to the sink, and the fate of every event.
 
-Sources append framed lines to the table's `BatchBuffer` on the event loop.
-`TablePipeline` owns the one decision of when a batch is sealed (events,
-bytes or age, whichever first), then runs two stages off the loop, each in
-order: the encoder (GIL released, in the encode pool) and the sink (in the
-sink's pool, at most `max_flushes_in_flight` writes at a time per sink).
-Encoding batch N+1 overlaps with writing batch N.
-
-Every event received ends up counted exactly once as landed, rejected
-(bad input, kept in the dead-letter store) or dead-lettered (could not land);
-until then it is buffered. All counters change on the event loop, so any
-scrape sees `received = landed + rejected + dead_lettered + buffered`.
+Sources hand intake to `TablePipeline` through one API, on the event loop:
+`append_lines` (one request's lines, whole), `append_stream` /
+`finish_stream` (a connection's bytes framed straight into the batch
+buffer), `append_batch` (rows already structured, as Arrow), and recovery
+hands logged records back through `replay`. Each is logged first (the
+`Log` port), then buffered; the `Batcher` decides when the batch seals.
+Two stages then run off the loop, each in order: the encoder (GIL
+released, in the encode pool) and the sink (in the sink's pool, at most
+`max_flushes_in_flight` writes at a time per sink). Encoding batch N+1
+overlaps with writing batch N. What becomes of every event is counted in
+`core.accounting`.
 """
 from __future__ import annotations
 
@@ -26,19 +26,18 @@ import numpy as np
 import pyarrow as pa
 
 from ingest.backoff import full_jitter
-from ingest.core.budget import MemoryBudget, PausedInputs
-from ingest.hotpath.buffer import BatchBuffer
-from ingest.core.deadletter import DeadLetterStore
-from ingest.hotpath.encoder import Encoder
-from ingest.core.receipts import Receipt
+from ingest.core.accounting import ARROW_TRIGGER, TableCounters
 from ingest.core.batch import BatchId
-from ingest.core.ports import Sink
-from ingest.durability.wal import WalUnavailable, WriteAheadLog
+from ingest.core.batcher import Batcher, BatchLimits, Clock
+from ingest.core.budget import MemoryBudget, PausedInputs
+from ingest.core.deadletter import DeadLetterStore
+from ingest.core.ports import Log, LogUnavailable, Sink
+from ingest.core.receipts import Receipt
+from ingest.hotpath.buffer import BatchBuffer
+from ingest.hotpath.encoder import Encoder
 
 log = logging.getLogger("ingest.core.pipeline")
 
-SEAL_TRIGGERS = ("events", "bytes", "age", "wait", "shutdown", "replay")
-WAIT_SEAL_SECONDS = 0.02  # a wait=flushed request seals its batch this soon: concurrent ones share it
 ENCODED_QUEUE_DEPTH = 2  # encoded batches waiting for the sink, per table
 DEAD_LETTER_RETRY_SECONDS = 1.0  # a dead-letter write that fails is tried again after this
 
@@ -107,31 +106,6 @@ class SinkHealth:
 
 
 @dataclass
-class TableCounters:
-    received: int = 0  # events accepted from a source (all of them, good or bad)
-    rejected: int = 0  # bad input: invalid JSON, type conflicts, over-long lines
-    landed: int = 0  # committed in the sink
-    dead_lettered: int = 0  # refused by the sink, out of retries, or past the shutdown grace
-    retries: int = 0  # flush attempts after a failure
-    batches_sealed: dict = field(default_factory=lambda: dict.fromkeys(SEAL_TRIGGERS, 0))
-    batches_landed: int = 0
-    batches_already_landed: int = 0  # replayed batches the ledger had: counted landed, not written twice
-
-    def as_dict(self, buffered: int) -> dict:
-        return {
-            "received": self.received,
-            "rejected": self.rejected,
-            "landed": self.landed,
-            "dead_lettered": self.dead_lettered,
-            "buffered": buffered,
-            "retries": self.retries,
-            "batches_sealed": dict(self.batches_sealed),
-            "batches_landed": self.batches_landed,
-            "batches_already_landed": self.batches_already_landed,
-        }
-
-
-@dataclass
 class Group:
     """Lines of one request in a batch, followed by its receipt."""
 
@@ -144,9 +118,10 @@ class Group:
 class Sealed:
     """A sealed batch on its way, and what became of its lines."""
 
-    lines: object  # the SealedBatch
+    lines: object  # the SealedBatch; None when the rows came structured
     batch_id: BatchId | None
     groups: list[Group]
+    structured: pa.RecordBatch | None = None  # rows that skip the encoder (append_batch)
     rejected: list = field(default_factory=list)  # (line index, reason) from the encoder
     dead_lettered: list = field(default_factory=list)  # (row offset, rows, reason) that did not land
 
@@ -190,24 +165,25 @@ class PipelineContext:
     batch_bytes: int
     flush_interval: float  # seconds
     observe_flush: object  # callable(table, seconds)
-    wal: WriteAheadLog | None = None  # None: --wal off
+    wal: Log | None = None  # None: --wal off
     on_receipt_settled: object = lambda receipt: None  # callable(receipt): webhooks
     tables: dict = field(default_factory=dict)  # name -> TableConfig: declared columns
     health: SinkHealth = field(default_factory=SinkHealth)
+    clock: Clock | None = None  # what times a batch's age; None: the event loop
 
 
 class TablePipeline:
     def __init__(self, table: str, context: PipelineContext):
         self.table = table
         self.counters = TableCounters()
-        self.buffer = BatchBuffer(context.batch_events, context.batch_bytes)
+        self._buffer = BatchBuffer(context.batch_events, context.batch_bytes)
         self._context = context
         declared = context.tables.get(table)
         self._encoder = (Encoder(table, schema=declared.schema, strict=declared.strict)
                          if declared is not None and declared.schema is not None else Encoder(table))
         self._loop = asyncio.get_running_loop()
-        self._age_timer: asyncio.TimerHandle | None = None
-        self._expedited: asyncio.TimerHandle | None = None  # an early seal a waiting client asked for
+        self._batcher = Batcher(BatchLimits(context.batch_events, context.batch_bytes, context.flush_interval),
+                                context.clock or self._loop, self.seal)
         self._sealed: asyncio.Queue = asyncio.Queue()
         self._encoded: asyncio.Queue = asyncio.Queue(ENCODED_QUEUE_DEPTH)
         self._in_flight = 0  # events sealed but not yet landed, rejected or dead-lettered
@@ -226,24 +202,89 @@ class TablePipeline:
     @property
     def buffered(self) -> int:
         """Events received but not yet landed, rejected or dead-lettered."""
-        return self.buffer.events + self._in_flight
+        return self._buffer.events + self._in_flight
 
-    # on the event loop, called by sources
+    # intake, on the event loop: every source and recovery come in here
 
-    def appended(self, lsn: int | None = None, receipt: Receipt | None = None, meta: bytes = b"") -> int | None:
-        """Called by a source after it appended lines to `self.buffer`: logs
-        them to the write-ahead log (unless they come from it: `lsn`) and
-        seals the batch when it is full. Returns the lines' lsn, if logged.
-        `receipt` follows these lines to the sink; `meta` is logged with them."""
-        buffer = self.buffer
+    def append_lines(self, lines, rejected=(), *, receipt: Receipt | None = None, meta: bytes = b"",
+                     keyed: bool = False) -> int | None:
+        """Appends one request's lines (a SealedBatch or BatchBuffer) but the
+        sorted `rejected` indexes, as a whole: logged first as one record
+        (LogUnavailable, with nothing buffered, when the log cannot take
+        them: the request must be refused), then buffered; the open batch is
+        sealed first if they would not fit, so a request is never split
+        across batches. `receipt` follows them to the sink; `meta` is logged
+        with them; `keyed`: it carries an idempotency key. Returns the lsn,
+        if logged."""
+        buffer = self._buffer
+        lsn = self._log_lines(lines, rejected, meta, keyed) if self._context.wal is not None else None
+        trigger = self._batcher.overflows(buffer.events, buffer.nbytes, lines.events - len(rejected), lines.nbytes)
+        if trigger is not None:
+            self.seal(trigger)
+        event_limit, byte_limit = buffer.event_limit, buffer.byte_limit
+        buffer.event_limit = buffer.byte_limit = 0  # no limit while the request goes in whole
+        try:
+            buffer.extend(lines, 0, rejected)
+        finally:
+            buffer.event_limit, buffer.byte_limit = event_limit, byte_limit
+        return self._count_appended(lsn, receipt)
+
+    def append_stream(self, framer, data: bytes) -> None:
+        """A stream source's bytes, framed by its `framer` straight into the
+        batch buffer (no copy); sealed as the batch fills. Each stretch is
+        logged as one record; while the log cannot take records the lines
+        are kept in memory only (the source pauses: `Log.unavailable`)."""
+        buffer, position, size = self._buffer, 0, len(data)
+        while position < size:
+            position = framer.feed(data, position, buffer)
+            self._count_appended(None, None)
+
+    def finish_stream(self, framer) -> None:
+        """The stream ended: its unterminated last line still counts as an event."""
+        framer.finish(self._buffer)
+        self._count_appended(None, None)
+
+    def append_batch(self, batch: pa.RecordBatch, *, receipt: Receipt | None = None, meta: bytes = b"",
+                     keyed: bool = False) -> int | None:
+        """Appends rows that are already structured (Arrow IPC; OTLP later)
+        as a batch of their own that skips the encoder: logged first
+        (LogUnavailable, nothing buffered), then landed after the lines
+        buffered before them (the open batch seals first) and before any
+        that come after. Counted and settled like lines. Returns the lsn, if
+        logged."""
+        lsn = self._log_batch(batch, meta, keyed) if self._context.wal is not None else None
+        self._append_structured(batch, lsn, receipt)
+        return lsn
+
+    def replay(self, record, receipt: Receipt | None = None) -> None:
+        """A write-ahead-log record of lines handed back by recovery,
+        buffered under its own lsn (not logged again); `receipt` is its request's."""
+        for i in range(record.lines):
+            self._buffer.append_line(record.line(i))
+        self._count_appended(record.lsn, receipt)
+
+    def replay_batch(self, lsn: int, batch: pa.RecordBatch, receipt: Receipt | None = None) -> None:
+        """An Arrow record's rows handed back by recovery, under its own lsn."""
+        self._append_structured(batch, lsn, receipt)
+
+    def expedite(self) -> None:
+        """A client waits for the buffered lines to land: seal shortly, not
+        after the whole flush interval."""
+        self._batcher.expedite(self._buffer.events)
+
+    def _count_appended(self, lsn: int | None, receipt: Receipt | None) -> int | None:
+        """Takes in the lines added to the buffer since the last call: logs
+        them unless they were logged already (`lsn`), counts them, charges
+        the budget and lets the batcher seal. Returns their lsn, if logged."""
+        buffer = self._buffer
         events, nbytes = buffer.events, buffer.nbytes
         if receipt is not None:
             self._groups.append(Group(receipt, self._buffer_events, events - self._buffer_events))
         if events > self._buffer_events and self._context.wal is not None:
             if lsn is None:
                 try:
-                    lsn = self._log(self._buffer_events, events, meta)
-                except WalUnavailable:
+                    lsn = self._log_buffered(self._buffer_events, events)
+                except LogUnavailable:
                     pass  # kept in memory only; the sources pause until the log takes records again
             if lsn is not None:
                 if self._first_lsn is None:
@@ -254,56 +295,42 @@ class TablePipeline:
         self.counters.received += events - self._buffer_events
         self._context.budget.take(nbytes - self._buffer_bytes)
         self._buffer_events, self._buffer_bytes = events, nbytes
-        if buffer.is_full:
-            self.seal("events" if events >= buffer.event_limit else "bytes")
-        elif events and self._age_timer is None:
-            self._age_timer = self._loop.call_later(self._context.flush_interval, self.seal, "age")
+        self._batcher.push(events, nbytes)
         return lsn
 
-    def append_request(self, lines, rejected: list[int], receipt: Receipt | None, meta: bytes) -> int | None:
-        """Appends one HTTP request's accepted lines as a whole: logged first
-        (WalUnavailable, with nothing buffered, when the log cannot take
-        them: the request must be refused), then buffered; the batch is
-        sealed first if they would not fit, so a request is never split
-        across batches (nor across write-ahead-log records)."""
-        buffer = self.buffer
-        count = lines.events - len(rejected)
-        lsn = self._log_request(lines, rejected, meta) if self._context.wal is not None else None
-        if buffer.events and (buffer.events + count > buffer.event_limit or buffer.nbytes + lines.nbytes > buffer.byte_limit):
-            self.seal("events" if buffer.events + count > buffer.event_limit else "bytes")
-        event_limit, byte_limit = buffer.event_limit, buffer.byte_limit
-        buffer.event_limit = buffer.byte_limit = 0  # no limit while the request goes in whole
-        try:
-            buffer.extend(lines, 0, rejected)
-        finally:
-            buffer.event_limit, buffer.byte_limit = event_limit, byte_limit
-        return self.appended(lsn=lsn, receipt=receipt)
+    def _append_structured(self, batch: pa.RecordBatch, lsn: int | None, receipt: Receipt | None) -> None:
+        """Queues structured rows as their own sealed batch, behind the lines buffered before them."""
+        if self._buffer.events:
+            self.seal(ARROW_TRIGGER)
+        rows = batch.num_rows
+        groups = [Group(receipt, 0, rows)] if receipt is not None else []
+        self.counters.received += rows
+        self.counters.sealed(ARROW_TRIGGER)
+        self._in_flight += rows
+        self._context.budget.take(batch.nbytes)
+        batch_id = None if lsn is None else BatchId(lsn, lsn)
+        self._sealed.put_nowait(Sealed(None, batch_id, groups, structured=batch))
 
-    def _log_request(self, lines, rejected: list[int], meta: bytes) -> int:
+    # logging to the write-ahead log
+
+    def _log_lines(self, lines, rejected, meta: bytes, keyed: bool) -> int:
         """Logs a request's lines but the rejected ones, as one record."""
         spans_view, data_view = lines.spans(), lines.data()
         spans = None
         try:
             spans = np.frombuffer(spans_view, np.int64, 2 * lines.events).reshape(-1, 2)
-            if rejected:
+            if len(rejected):
                 spans = np.delete(spans, rejected, axis=0)
             spans = spans.reshape(-1)
-            return self._context.wal.append(self.table, spans, data_view, meta)
+            return self._context.wal.append(self.table, spans, data_view, meta, keyed=keyed)
         finally:
             del spans
             spans_view.release()
             data_view.release()
 
-    def expedite(self) -> None:
-        """A client waits for the buffered lines to land: seal shortly, not
-        after the whole flush interval."""
-        if not self.buffer.events or self._expedited is not None:
-            return
-        self._expedited = self._loop.call_later(WAIT_SEAL_SECONDS, self.seal, "wait")
-
-    def _log(self, first: int, end: int, meta: bytes = b"") -> int:
-        """Appends lines first..end-1 of the buffer to the write-ahead log."""
-        spans_view, data_view = self.buffer.spans(), self.buffer.data()
+    def _log_buffered(self, first: int, end: int) -> int:
+        """Logs lines first..end-1 of the buffer as one record."""
+        spans_view, data_view = self._buffer.spans(), self._buffer.data()
         try:
             spans = np.frombuffer(spans_view, np.int64, 2 * (end - first), 16 * first)
             start, stop = int(spans[0]), int(spans[-1])
@@ -311,12 +338,15 @@ class TablePipeline:
             del spans
             lines = data_view[start:stop]
             try:
-                return self._context.wal.append(self.table, relative, lines, meta)
+                return self._context.wal.append(self.table, relative, lines)
             finally:
                 lines.release()
         finally:
             spans_view.release()
             data_view.release()
+
+    def _log_batch(self, batch: pa.RecordBatch, meta: bytes, keyed: bool) -> int:
+        return self._context.wal.append_batch(self.table, batch, meta, keyed)
 
     def rejected_at_source(self, lines: list[bytes], errors: list[str], source: str) -> None:
         """Lines a source refused before buffering; they go to the dead-letter store."""
@@ -328,21 +358,17 @@ class TablePipeline:
         task.add_done_callback(self._side_tasks.discard)
 
     def seal(self, trigger: str) -> None:
-        if self._age_timer is not None:
-            self._age_timer.cancel()
-            self._age_timer = None
-        if self._expedited is not None:
-            self._expedited.cancel()
-            self._expedited = None
-        if not self.buffer.events:
+        """Seals the open batch of lines, if any, and queues it for the encoder."""
+        self._batcher.taken()
+        if not self._buffer.events:
             return
-        sealed = self.buffer.seal()
+        sealed = self._buffer.seal()
         batch_id = None if self._first_lsn is None else BatchId(self._first_lsn, self._last_lsn)
         self._first_lsn = self._last_lsn = None
         groups, self._groups = self._groups, []
         self._buffer_events = self._buffer_bytes = 0
         self._in_flight += sealed.events
-        self.counters.batches_sealed[trigger] += 1
+        self.counters.sealed(trigger)
         self._sealed.put_nowait(Sealed(sealed, batch_id, groups))
 
     # shutdown
@@ -372,6 +398,12 @@ class TablePipeline:
         context = self._context
         while True:
             item = await self._sealed.get()
+            if item.structured is not None:
+                try:
+                    await self._pass_structured(item)
+                finally:
+                    self._sealed.task_done()
+                continue
             sealed, batch_id = item.lines, item.batch_id
             try:
                 try:
@@ -398,6 +430,16 @@ class TablePipeline:
             finally:
                 context.budget.give_back(sealed.nbytes)
                 self._sealed.task_done()
+
+    async def _pass_structured(self, item: Sealed) -> None:
+        """Rows that came structured go to the sink as they are; the budget
+        was charged their size when they were appended."""
+        batch = item.structured
+        if batch.num_rows:
+            await self._encoded.put((batch, item))
+        else:
+            self._context.budget.give_back(batch.nbytes)
+            self._settle(item)
 
     async def _write_stage(self) -> None:
         while True:

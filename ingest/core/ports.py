@@ -1,10 +1,13 @@
-"""All the core needs from outside it: where batches land (Sink), and the
-errors a log or a sink hands back. Sources, sinks and the write-ahead log
-implement these; the core never imports them."""
+"""All the core needs from outside it: where batches land (Sink), where
+intake is logged before it is buffered (Log), and the errors they hand back.
+Sources, sinks and the write-ahead log implement these; the core never
+imports them."""
 from __future__ import annotations
 
+import asyncio
 from typing import Protocol
 
+import numpy as np
 import pyarrow as pa
 
 from ingest.core.batch import BatchId, Ledger
@@ -13,6 +16,29 @@ from ingest.core.batch import BatchId, Ledger
 class LogUnavailable(OSError):
     """The log cannot take records now (no space, an I/O error): the caller
     refuses the input (503, a paused connection) rather than acknowledge it."""
+
+
+class Log(Protocol):
+    """The write-ahead log as the pipeline sees it. Every append either
+    returns the record's lsn (consecutive, never reused) or raises
+    LogUnavailable having written nothing."""
+
+    @property
+    def unavailable(self) -> bool:
+        """An append failed a moment ago: inputs hold off before trying again."""
+
+    def append(self, table: str, spans: np.ndarray, data, meta: bytes = b"", keyed: bool = False) -> int:
+        """Logs one group of lines (`spans`: int64 start, end pairs into `data`)
+        as one record; `keyed`: its request carries an idempotency key."""
+
+    def append_batch(self, table: str, batch: pa.RecordBatch, meta: bytes = b"", keyed: bool = False) -> int:
+        """Logs rows that are already structured as one record."""
+
+    def synced(self, lsn: int) -> asyncio.Future | None:
+        """A future that resolves once `lsn` is durable, or None if it already is."""
+
+    def settle(self, table: str, lsn: int) -> None:
+        """Every record of `table` up to `lsn` has landed or been dead-lettered."""
 
 
 class QueryInterrupted(Exception):

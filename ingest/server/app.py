@@ -1,18 +1,19 @@
-"""The ingest server: sources on the event loop, a pipeline per table, one sink.
+"""The ingest server: the composition root. It builds the sink, the
+write-ahead log, the pools and the core (router, pipelines, receipts,
+budget), runs recovery, starts the sources, and owns the start and stop
+order, the signals and the choice of event loop.
 
-Start-up order: sink, pools, listeners, then the state file and the
-``ingest: listening`` line that tools and tests parse. Shutdown runs the
+Start-up order: sink, pools, recovery, listeners, then the state file and
+the ``ingest: listening`` line that tools and tests parse. Shutdown runs the
 reverse: stop intake, seal and drain every table, close the sink.
 """
 from __future__ import annotations
 
 import asyncio
-import bisect
 import json
 import logging
 import os
 import signal
-import time
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
@@ -24,14 +25,16 @@ from ingest.server.state import DataDirInUse, DataDirLock
 from ingest.core.budget import MemoryBudget
 from ingest.core.deadletter import DeadLetterStore
 from ingest.server.metrics import Metrics
+from ingest.core.accounting import tables_snapshot
 from ingest.core.pipeline import PipelineContext, RetryPolicy, SinkHealth, TablePipeline
 from ingest.core.receipts import IdempotencyKeys, ReceiptBook
+from ingest.core.router import Router
 from ingest.server.webhooks import Webhooks
-from ingest.core.batch import BatchId, Ledger
 from ingest.core.ports import QueryInterrupted
 from ingest.sinks.duckdb.sql import RunningQuery
 from ingest.sinks.registry import open_sink
-from ingest.durability.wal import Damage, Record, WriteAheadLog
+from ingest.durability.recovery import Recovery
+from ingest.durability.wal import WriteAheadLog
 from ingest.sources.base import AdminContext, IntakeContext
 from ingest.sources.http import HttpIngestProtocol, http_router
 from ingest.sources.tcp import TcpIngestProtocol
@@ -40,13 +43,6 @@ log = logging.getLogger("ingest.server.app")
 
 
 EVENT_LOOP = os.environ.get("INGEST_EVENT_LOOP", "uvloop")  # asyncio: run on stock asyncio instead
-WAL_DAMAGE_TABLE = "_wal"  # where unreadable write-ahead-log records are kept
-
-
-def covered(ranges: list, lsn: int) -> bool:
-    """Whether `lsn` falls in one of the sorted, disjoint (first, last) ranges."""
-    index = bisect.bisect_right(ranges, (lsn, float("inf"))) - 1
-    return index >= 0 and ranges[index][0] <= lsn <= ranges[index][1]
 
 
 class StartupError(Exception):
@@ -59,7 +55,7 @@ class IngestServer:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.tcp_port: int | None = None
         self.http_port: int | None = None
-        self.pipelines: dict[str, TablePipeline] = {}
+        self.router: Router | None = None
         self.budget = MemoryBudget(settings.max_buffer_bytes)
         self.dead_letters = DeadLetterStore(settings.data_dir / "deadletter")
         self.metrics = Metrics(self)
@@ -118,10 +114,14 @@ class IngestServer:
             tables=settings.tables,
             health=self.sink_health,
         )
+        self.router = Router(self._context)
         self.webhooks.start()
         self._query_pool = self._pools[3]
         if self.wal is not None:
-            await self._recover()
+            ledger = await self.loop.run_in_executor(self._pools[1], self.sink.ledger)
+            self.replayed_events = await Recovery(
+                self.wal, self.router, self.dead_letters, self._pools[2], self.budget, self.receipts,
+                self.idempotency, settings.idempotency_window).run(ledger)
             self.wal.open(self.loop)
         self.pipeline(settings.tcp_table)
         tcp = await self._listen("TCP", settings.tcp_port, lambda: TcpIngestProtocol(
@@ -160,102 +160,16 @@ class IngestServer:
             raise StartupError(f"cannot listen for {what} on {self.settings.host}:{port}: {exc.strerror or exc}"
                                f" (is another server running? choose another --{what.lower()}-port)") from None
 
-    async def _recover(self) -> None:
-        """Replays the write-ahead log before any input is taken: every record
-        whose batch did not land or go to the dead-letter store, in order.
-        Damaged records go to the dead-letter store; nothing here can make
-        the server fail to start."""
-        ledger = await self.loop.run_in_executor(self._pools[1], self.sink.ledger)
-        settled = Ledger.from_ids([(t, BatchId(*r)) for t, ranges in ledger.complete.items() for r in ranges]
-                                  + self.dead_letters.settled_ids())
-        # lsns are batch ids: never hand out one that the sink or the dead-letter store already holds
-        self.wal.start_above(max((last for ranges in (*settled.complete.values(), *ledger.partial.values())
-                                  for _, last in ranges), default=0))
-        complete = {t: sorted(r) for t, r in settled.complete.items()}
-        partial = {t: {first: last for first, last in ranges - settled.complete.get(t, set())}
-                   for t, ranges in ledger.partial.items()}
-        partial_ends = {t: set(r.values()) for t, r in partial.items()}
-        first_replayed: dict[str, int] = {}
-        last_seen: dict[str, int] = {}
-        skipped = replayed = 0
-        keep = []
-        horizon = time.time() - self.settings.idempotency_window
-        for meta in self.wal.saved_keys():
-            try:
-                if json.loads(meta).get("created", 0) < horizon:
-                    continue
-            except ValueError:
-                continue
-            keep.append(meta)
-            self._restore_request(Record(0, json.loads(meta).get("table", ""), None, b"", meta), replayed=False)
-        self.wal.compact_keys(keep)
-        for item in self.wal.recover():
-            if isinstance(item, Damage):
-                try:
-                    await self.loop.run_in_executor(
-                        self._pools[2], self.dead_letters.put_rejected, WAL_DAMAGE_TABLE, [item.raw], [item.reason],
-                        f"wal {item.segment.name} byte {item.offset}", "write-ahead log damage")
-                    item.kept = True
-                except OSError as exc:
-                    log.error("wal %s: cannot keep damaged bytes in the dead-letter store (%s); they stay in the log",
-                              item.segment.name, exc)
-                continue
-            record = item
-            last_seen[record.table] = max(last_seen.get(record.table, 0), record.lsn)
-            if covered(complete.get(record.table, ()), record.lsn):
-                self._restore_request(record, replayed=False)
-                skipped += 1
-                continue
-            first_replayed.setdefault(record.table, record.lsn)
-            pipeline = self.pipeline(record.table)
-            if record.lsn in partial.get(record.table, {}):
-                pipeline.seal("replay")  # rebuild the batch exactly, so its landed slices are recognised
-            for i in range(record.lines):
-                pipeline.buffer.append_line(record.line(i))
-            pipeline.appended(lsn=record.lsn, receipt=self._restore_request(record, replayed=True))
-            if record.lsn in partial_ends.get(record.table, ()):
-                pipeline.seal("replay")
-            replayed += record.lines
-            if self.budget.exhausted:
-                room = self.loop.create_future()
-                self.budget.wait_for_room(room, lambda: room.done() or room.set_result(None))
-                await room
-        for table, last in last_seen.items():
-            self.wal.settle(table, first_replayed[table] - 1 if table in first_replayed else last)
-        self.replayed_events = replayed
-        if replayed or skipped:
-            log.info("write-ahead log: replayed %d events; %d records had already landed", replayed, skipped)
-
     def _receipt_settled(self, receipt) -> None:
         if receipt.callback:
             self.webhooks.notify(receipt.callback, receipt.as_dict())
 
-    def _restore_request(self, record, replayed: bool):
-        """A logged HTTP request's receipt and idempotency key, from its record."""
-        if not record.meta:
-            return None
-        try:
-            meta = json.loads(record.meta)
-            reply = meta["reply"]
-            receipt = self.receipts.issue(record.table, reply["accepted"], reply["rejected"], meta.get("callback"),
-                                          meta["receipt"], meta.get("created"))
-        except (ValueError, KeyError, TypeError):
-            return None
-        if "key" in meta:
-            entry = self.idempotency.begin(meta["key"], record.table, meta["digest"], meta.get("created"))
-            entry.reply.set_result((200, json.dumps(reply, separators=(",", ":")).encode(), "application/json",
-                                    (("Ingest-Receipt", receipt.id),)))
-        if not replayed:  # its batch had landed before the restart
-            receipt.settle(receipt.accepted, 0, 0, [])
-            return None
-        return receipt
+    @property
+    def pipelines(self) -> dict[str, TablePipeline]:
+        return self.router.pipelines if self.router is not None else {}
 
     def pipeline(self, table: str) -> TablePipeline:
-        table = self.sink.resolve_table(table)  # case-insensitive: the first spelling, or the sink's, is the table
-        pipeline = self.pipelines.get(table)
-        if pipeline is None:
-            pipeline = self.pipelines[table] = TablePipeline(table, self._context)
-        return pipeline
+        return self.router.pipeline(table)
 
     def stats(self) -> dict:
         return {
@@ -266,7 +180,7 @@ class IngestServer:
             "buffer_limit_bytes": self.budget.limit,
             "inputs_paused": self.budget.paused_inputs + self.sink_health.paused_inputs,
             "sink_health": self.sink_health.as_dict(),
-            "tables": {name: p.counters.as_dict(p.buffered) for name, p in sorted(self.pipelines.items())},
+            "tables": tables_snapshot(self.pipelines),
         }
 
     async def query_arrow(self, sql: str) -> bytes:

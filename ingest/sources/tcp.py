@@ -22,7 +22,7 @@ log = logging.getLogger("ingest.tcp")
 
 
 class TcpIngestProtocol(asyncio.Protocol):
-    """Frames one connection's bytes straight into the table's batch buffer."""
+    """Hands one connection's bytes to the table's pipeline, which frames them straight into its batch buffer."""
 
     def __init__(self, pipeline: TablePipeline, max_line_bytes: int, budget: MemoryBudget, connections: set,
                  wal=None, sink_health=None):
@@ -43,11 +43,7 @@ class TcpIngestProtocol(asyncio.Protocol):
         self._connections.add(self)
 
     def data_received(self, data: bytes) -> None:
-        pipeline, framer, buffer = self._pipeline, self._framer, self._pipeline.buffer
-        position, size = 0, len(data)
-        while position < size:
-            position = framer.feed(data, position, buffer)
-            pipeline.appended()
+        self._pipeline.append_stream(self._framer, data)
         self._count_too_long()
         if self._budget.streams_paused:
             self.transport.pause_reading()
@@ -80,8 +76,7 @@ class TcpIngestProtocol(asyncio.Protocol):
             self._sink_health.forget(self)
 
     def _finish(self) -> None:
-        self._framer.finish(self._pipeline.buffer)
-        self._pipeline.appended()
+        self._pipeline.finish_stream(self._framer)
         self._count_too_long()
 
     def _count_too_long(self) -> None:

@@ -262,7 +262,7 @@ def test_kinds_and_flags_round_trip_and_keys_go_by_the_flag(tmp_path):
         wal = await opened(tmp_path, fsync="off", segment_bytes=1)  # a segment per record, so each can go
         wal.append("t", *spans_and_data(event(1)), meta=key_meta, keyed=True)
         wal.append("t", *spans_and_data(event(2)), meta=b'{"tags":{"key":"not an idempotency key"}}', keyed=False)
-        wal.append("t", *spans_and_data(event(3)), meta=b'{"key":"k3"}')  # no keyed: the meta decides, for now
+        wal.append("t", *spans_and_data(event(3)), meta=b'{"key":"k3"}', keyed=True)
         wal.append_batch("b", batch, meta=b'{"key":"k4"}', keyed=True)
         wal.append_batch("b", batch.slice(0, 0))
         wal.append("t", *spans_and_data(event(6)))  # the open segment: never deleted while written to

@@ -34,7 +34,7 @@ import pyarrow as pa
 from ingest.core.ports import LogUnavailable
 from ingest.durability.keys import KeysFile
 from ingest.durability.wal.files import OS, Files
-from ingest.durability.wal.record import KEY_MARK, KEYED, MAX_BODY, Record, batch_record_parts, is_tombstone, record_parts
+from ingest.durability.wal.record import KEYED, MAX_BODY, Record, batch_record_parts, is_tombstone, record_parts
 from ingest.durability.wal.segment import (
     HEADER_SIZE, Damage, Gap, drop_kept_damage, scan_segment, segment_header, segment_number, segment_paths,
     sequence_gaps, truncate_torn_tail,
@@ -149,15 +149,12 @@ class WriteAheadLog:
         if self.fsync == "interval":
             self._ticker = loop.call_later(self._interval, self._tick)
 
-    def append(self, table: str, spans: np.ndarray, data, meta: bytes = b"", keyed: bool | None = None) -> int:
+    def append(self, table: str, spans: np.ndarray, data, meta: bytes = b"", keyed: bool = False) -> int:
         """Logs one group of lines, written at once; returns its lsn. Durable
         per the fsync mode once `durable(lsn)` returns. Raises WalUnavailable,
         having written nothing, when it cannot be written: the caller must
         not acknowledge the lines. An lsn is used only by a record written.
-        `keyed`: the request carried an Idempotency-Key (None: until every
-        caller says, a meta holding one counts as keyed)."""
-        if keyed is None:
-            keyed = KEY_MARK in meta
+        `keyed`: the request carried an Idempotency-Key."""
         flags = KEYED if keyed else 0
         return self._append(table, meta, keyed, lambda lsn: record_parts(lsn, table, spans, data, meta, flags))
 

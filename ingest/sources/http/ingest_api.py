@@ -194,7 +194,7 @@ class IngestApi:
             logged = (json_body({**meta, "receipt": receipt.id, "created": receipt.created, "callback": callback})[:-1]
                       + b',"reply":' + json_body(document) + b"}")
             try:
-                lsn = pipeline.append_request(decoded.lines, decoded.rejected, receipt, logged)
+                lsn = pipeline.append_lines(decoded.lines, decoded.rejected, receipt=receipt, meta=logged, keyed="key" in meta)
             except WalUnavailable as exc:  # nothing was buffered: the refusal is whole
                 receipts.withdraw(receipt)
                 raise HttpError(503, f"the write-ahead log cannot be written ({exc}); nothing was accepted, retry later",
