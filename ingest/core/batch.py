@@ -1,8 +1,14 @@
 """What a batch is to the rest of the system: its id (the write-ahead-log
-records it holds) and the ledger of ids a sink says have landed."""
+records it holds), the ledger of ids a sink says have landed, and a sealed
+batch on its way with the requests (groups) whose receipts follow it."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import bisect
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from ingest.core.receipts import Receipt
 
 
 @dataclass(frozen=True)
@@ -57,3 +63,47 @@ class Ledger:
         for table, ranges in partial.items():
             ranges -= complete.get(table, set())
         return cls(complete, partial)
+
+
+@dataclass
+class Group:
+    """Lines of one request in a batch, followed by its receipt."""
+
+    receipt: Receipt
+    first_line: int  # index of its first line in the batch
+    lines: int
+
+
+@dataclass
+class Sealed:
+    """A sealed batch on its way, and what became of its lines."""
+
+    lines: object  # the SealedBatch; None when the rows came structured
+    batch_id: BatchId | None
+    groups: list[Group]
+    structured: pa.RecordBatch | None = None  # rows that skip the encoder (append_batch)
+    rejected: list = field(default_factory=list)  # (line index, reason) from the encoder
+    dead_lettered: list = field(default_factory=list)  # (row offset, rows, reason) that did not land
+
+    def settle_receipts(self) -> None:
+        """Tells each receipt what became of its lines. A group's rows are its
+        lines minus the rejected ones, so they are contiguous in the batch."""
+        if not self.rejected and not self.dead_lettered:  # the common case: everything landed
+            for group in self.groups:
+                group.receipt.settle(group.lines, 0, 0, ())
+            return
+        rejected_lines = [index for index, _ in self.rejected]
+        for group in self.groups:
+            start, end = group.first_line, group.first_line + group.lines
+            lo, hi = bisect.bisect_left(rejected_lines, start), bisect.bisect_left(rejected_lines, end)
+            rejected = int(hi - lo)
+            reasons = [reason for _, reason in self.rejected[lo:hi]]
+            row_start = start - int(lo)
+            row_end = row_start + group.lines - rejected
+            dead = 0
+            for offset, rows, reason in self.dead_lettered:
+                overlap = min(row_end, offset + rows) - max(row_start, offset)
+                if overlap > 0:
+                    dead += overlap
+                    reasons.append(reason)
+            group.receipt.settle(group.lines - rejected - dead, dead, rejected, reasons)

@@ -15,10 +15,8 @@ overlaps with writing batch N. What becomes of every event is counted in
 from __future__ import annotations
 
 import asyncio
-import bisect
 import logging
 import time
-from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
@@ -27,9 +25,10 @@ import pyarrow as pa
 
 from ingest.backoff import full_jitter
 from ingest.core.accounting import ARROW_TRIGGER, TableCounters
-from ingest.core.batch import BatchId
+from ingest.core.batch import BatchId, Group, Sealed
 from ingest.core.batcher import Batcher, BatchLimits, Clock
-from ingest.core.budget import MemoryBudget, PausedInputs
+from ingest.core.budget import MemoryBudget
+from ingest.core.health import SinkHealth
 from ingest.core.deadletter import DeadLetterStore
 from ingest.core.ports import Log, LogUnavailable, Sink
 from ingest.core.receipts import Receipt
@@ -52,101 +51,6 @@ class RetryPolicy:
 
     def delay(self, attempt: int) -> float:
         return full_jitter(attempt, self.base, self.ceiling)
-
-
-class SinkHealth:
-    """Whether the sink is failing on its environment (a full disk, I/O
-    errors, permission, a locked store), since when and why; shared by every
-    table. Set by a failed write, cleared by the next one that succeeds.
-    While it is failing, inputs pause: TCP connections register here to be
-    resumed, HTTP ingest answers 503."""
-
-    def __init__(self):
-        self.failing_since: float | None = None  # unix time of the first failure
-        self.error = ""
-        self._paused = PausedInputs()
-
-    @property
-    def failing(self) -> bool:
-        return self.failing_since is not None
-
-    @property
-    def paused_inputs(self) -> int:
-        return len(self._paused)
-
-    def failed(self, error: str) -> None:
-        if self.failing_since is None:
-            self.failing_since = time.time()
-            log.error("the sink is failing (%s); inputs paused until a write succeeds", error)
-        self.error = error
-
-    def recovered(self, why: str = "a write succeeded") -> None:
-        if self.failing_since is None:
-            return
-        log.warning("the sink was failing for %.1fs; %s: inputs resume", time.time() - self.failing_since, why)
-        self.failing_since, self.error = None, ""
-        self._paused.resume_all()
-
-    def wait_for_recovery(self, owner: object, resume: Callable[[], None]) -> None:
-        """`resume` runs once the sink takes writes again."""
-        if self.failing:
-            self._paused.add(owner, resume)
-        else:
-            resume()
-
-    def forget(self, owner: object) -> None:
-        self._paused.forget(owner)
-
-    def as_dict(self) -> dict:
-        if self.failing_since is None:
-            return {"failing": False}
-        return {"failing": True, "since": self.failing_since,
-                "since_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.failing_since)),
-                "for_seconds": round(time.time() - self.failing_since, 3), "error": self.error}
-
-
-@dataclass
-class Group:
-    """Lines of one request in a batch, followed by its receipt."""
-
-    receipt: Receipt
-    first_line: int  # index of its first line in the batch
-    lines: int
-
-
-@dataclass
-class Sealed:
-    """A sealed batch on its way, and what became of its lines."""
-
-    lines: object  # the SealedBatch; None when the rows came structured
-    batch_id: BatchId | None
-    groups: list[Group]
-    structured: pa.RecordBatch | None = None  # rows that skip the encoder (append_batch)
-    rejected: list = field(default_factory=list)  # (line index, reason) from the encoder
-    dead_lettered: list = field(default_factory=list)  # (row offset, rows, reason) that did not land
-
-    def settle_receipts(self) -> None:
-        """Tells each receipt what became of its lines. A group's rows are its
-        lines minus the rejected ones, so they are contiguous in the batch."""
-        if not self.rejected and not self.dead_lettered:  # the common case: everything landed
-            for group in self.groups:
-                group.receipt.settle(group.lines, 0, 0, ())
-            return
-        rejected_lines = [index for index, _ in self.rejected]
-        for group in self.groups:
-            start, end = group.first_line, group.first_line + group.lines
-            lo, hi = bisect.bisect_left(rejected_lines, start), bisect.bisect_left(rejected_lines, end)
-            rejected = int(hi - lo)
-            reasons = [reason for _, reason in self.rejected[lo:hi]]
-            row_start = start - int(lo)
-            row_end = row_start + group.lines - rejected
-            dead = 0
-            for offset, rows, reason in self.dead_lettered:
-                overlap = min(row_end, offset + rows) - max(row_start, offset)
-                if overlap > 0:
-                    dead += overlap
-                    reasons.append(reason)
-            group.receipt.settle(group.lines - rejected - dead, dead, rejected, reasons)
 
 
 @dataclass

@@ -26,7 +26,8 @@ from ingest.core.budget import MemoryBudget
 from ingest.core.deadletter import DeadLetterStore
 from ingest.server.metrics import Metrics
 from ingest.core.accounting import tables_snapshot
-from ingest.core.pipeline import PipelineContext, RetryPolicy, SinkHealth, TablePipeline
+from ingest.core.health import SinkHealth
+from ingest.core.pipeline import PipelineContext, RetryPolicy, TablePipeline
 from ingest.core.receipts import IdempotencyKeys, ReceiptBook
 from ingest.core.router import Router
 from ingest.server.webhooks import Webhooks

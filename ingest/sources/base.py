@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Awaitable, Callable
 
 if TYPE_CHECKING:
     from ingest.core.budget import MemoryBudget
-    from ingest.core.pipeline import SinkHealth, TablePipeline
+    from ingest.core.health import SinkHealth
+    from ingest.core.pipeline import TablePipeline
     from ingest.core.receipts import IdempotencyKeys, ReceiptBook
     from ingest.durability.wal import WriteAheadLog
     from ingest.server.webhooks import Webhooks
