@@ -18,10 +18,12 @@ SMOKE = {"test_matrix.py", "test_cli.py"}
 def pytest_collection_modifyitems(config, items):
     root = Path(__file__).parent
     for item in items:
-        tier = Path(item.fspath).relative_to(root).parts[0]
+        if not item.path.is_relative_to(root):  # e.g. bench/ collected in the same run
+            continue
+        tier = item.path.relative_to(root).parts[0]
         if tier in TIERS:
             item.add_marker(tier)
-        if tier == "e2e" and Path(item.fspath).name in SMOKE:
+        if tier == "e2e" and item.path.name in SMOKE:
             item.add_marker("smoke")
 
 
