@@ -4,12 +4,17 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SOURCES := pyproject.toml setup.py $(wildcard ext/ingest/hotpath/*.pyx ext/ingest/hotpath/*.pxd ext/ingest/hotpath/*.pxi)
 
-.PHONY: serve test bench build clean fuzz fuzz-asan
+.PHONY: serve check test bench build clean fuzz fuzz-asan
 
 serve: $(VENV)/.installed        ## install, then run the server with its defaults (./data, DuckDB)
 	$(BIN)/ingest serve
 
-test: $(VENV)/.installed-test    ## install with the test and bench extras, then run the whole test suite
+# the fast loop: tests/unit, tests/hotpath and the e2e smoke set (tests/conftest.py SMOKE), no soak
+CHECK_TIERS := not soak and (not e2e or smoke)
+check: $(VENV)/.installed-test   ## install with the test and bench extras, then run the fast tier (under 90 s)
+	$(BIN)/python -m pytest -m "$(CHECK_TIERS)"
+
+test: $(VENV)/.installed-test    ## install with the test and bench extras, then run the whole test suite, soak included (CI)
 	$(BIN)/python -m pytest
 
 bench: $(VENV)/.installed-test   ## micro-benchmarks of the hot path (outside the test suite)

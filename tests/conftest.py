@@ -1,24 +1,30 @@
 """Shared fixtures: the real server as a subprocess on free loopback ports."""
 from __future__ import annotations
 
-import gzip
-import http.client
-import json
+import functools
 import os
-import re
-import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
+from typing import NamedTuple
 
-import pyarrow as pa
 import pytest
 
-LISTENING = re.compile(r"^ingest: listening tcp=(?P<host>[^:]+):(?P<tcp>\d+) http=[^:]+:(?P<http>\d+)$")
-START_TIMEOUT = 30
-POLL_TIMEOUT = 60
+from ingest.testing.server_process import ServerProcess, poll  # noqa: F401  (tests import poll from here)
+
+TIERS = ("unit", "hotpath", "e2e", "soak")  # the folders under tests/, each its own marker
+# The e2e modules `make check` runs too: the core cases on every variant, and the command line.
+SMOKE = {"test_matrix.py", "test_cli.py"}
+
+
+def pytest_collection_modifyitems(config, items):
+    root = Path(__file__).parent
+    for item in items:
+        if not item.path.is_relative_to(root):  # e.g. bench/ collected in the same run
+            continue
+        tier = item.path.relative_to(root).parts[0]
+        if tier in TIERS:
+            item.add_marker(tier)
+        if tier == "e2e" and item.path.name in SMOKE:
+            item.add_marker("smoke")
 
 
 def pytest_sessionstart(session):
@@ -34,150 +40,30 @@ def pytest_sessionstart(session):
         assert ingest.hotpath._buffer.__file__.endswith(".so") and ingest.hotpath._encoder.__file__.endswith(".so")
 
 
-def poll(predicate, timeout=POLL_TIMEOUT, interval=0.02, what="condition"):
-    """Polls until predicate() is truthy; returns its value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(interval)
-
-
-class ServerProcess:
-    """`ingest serve` in a subprocess, with helpers to talk to it."""
-
-    def __init__(self, data_dir: Path, args: list[str], env: dict):
-        self.data_dir = data_dir
-        self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"ingest-test-{os.getpid()}-{id(self)}.log"
-        self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ingest", "serve", "--data-dir", str(data_dir),
-             "--tcp-port", "0", "--http-port", "0", *args],
-            stdout=subprocess.PIPE, stderr=self._log, text=True, env=env,
-        )
-        line = self.proc.stdout.readline().strip()
-        match = LISTENING.match(line)
-        if not match:
-            self.proc.kill()
-            raise AssertionError(f"server did not start: {line!r}\n{self.log()}")
-        self.host = match["host"]
-        self.tcp_port = int(match["tcp"])
-        self.http_port = int(match["http"])
-
-    def log(self) -> str:
-        if not self._log.closed:
-            self._log.flush()
-        return self.log_path.read_text()
-
-    # talking to it
-
-    def tcp_connect(self) -> socket.socket:
-        sock = socket.create_connection((self.host, self.tcp_port))
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return sock
-
-    def send_tcp(self, payload: bytes) -> None:
-        with self.tcp_connect() as sock:
-            sock.sendall(payload)
-
-    def http(self, method: str, path: str, body=None, headers=None) -> tuple[int, dict, bytes]:
-        conn = http.client.HTTPConnection(self.host, self.http_port, timeout=60)
-        try:
-            conn.request(method, path, body=body, headers=headers or {})
-            response = conn.getresponse()
-            return response.status, dict(response.getheaders()), response.read()
-        finally:
-            conn.close()
-
-    def ingest(self, table: str, body: bytes, content_type="application/x-ndjson", gzipped=False):
-        headers = {"Content-Type": content_type}
-        if gzipped:
-            body = gzip.compress(body)
-            headers["Content-Encoding"] = "gzip"
-        status, _, payload = self.http("POST", f"/v1/ingest/{table}", body, headers)
-        return status, json.loads(payload)
-
-    def stats(self, table: str | None = None) -> dict:
-        status, _, payload = self.http("GET", "/v1/stats")
-        assert status == 200
-        stats = json.loads(payload)
-        return stats["tables"].get(table, {}) if table else stats
-
-    def wait_landed(self, table: str, landed: int) -> dict:
-        def reached():
-            counters = self.stats(table)
-            return counters if counters.get("landed", 0) >= landed else None
-        return poll(reached, what=f"{landed} events landed in {table}")
-
-    def wait_received(self, table: str, received: int) -> dict:
-        def reached():
-            counters = self.stats(table)
-            return counters if counters.get("received", 0) >= received else None
-        return poll(reached, what=f"{received} events received for {table}")
-
-    def query_after_stop(self, sql: str) -> list[dict]:
-        """SQL straight from the files the stopped server left."""
-        from ingest.cli import run_query
-
-        return run_query(self.data_dir, sql).to_pylist()
-
-    def metrics(self) -> dict:
-        """GET /metrics parsed: {(sample name, frozenset(labels)): value}."""
-        from prometheus_client.parser import text_string_to_metric_families
-
-        status, _, payload = self.http("GET", "/metrics")
-        assert status == 200
-        return {
-            (sample.name, frozenset(sample.labels.items())): sample.value
-            for family in text_string_to_metric_families(payload.decode())
-            for sample in family.samples
-        }
-
-    def assert_accounted(self) -> dict:
-        """Every event received is landed, rejected, dead-lettered or still
-        buffered, in one scrape; returns {table: {counter: value}}."""
-        scraped = self.metrics()
-        tables: dict = {}
-        for (name, labels), value in scraped.items():
-            labels = dict(labels)
-            if name.startswith("ingest_events_") and "table" in labels:
-                tables.setdefault(labels["table"], {})[name.removeprefix("ingest_events_").removesuffix("_total")] = value
-        for table, c in tables.items():
-            assert c["received"] == c["landed"] + c["rejected"] + c["dead_lettered"] + c["buffered"], (table, c)
-        return tables
-
-    def final_counts(self) -> dict:
-        """The per-table totals the server logs as it stops."""
-        for line in reversed(self.log().splitlines()):
-            if "stopped; per table: " in line:
-                return json.loads(line.split("stopped; per table: ", 1)[1])
-        raise AssertionError(f"no final counts in the server log\n{self.log()}")
-
-    def query(self, sql: str) -> pa.Table:
-        status, _, payload = self.http("POST", "/v1/query", sql.encode(), {"Content-Type": "text/plain"})
-        assert status == 200, payload
-        return pa.ipc.open_stream(payload).read_all()
-
-    def stop(self, sig=signal.SIGTERM, timeout=60) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                raise AssertionError(f"server did not stop within {timeout}s\n{self.log()}")
-        self.proc.stdout.close()
-        self._log.close()
-        return self.proc.returncode
-
-
 @pytest.fixture(params=["cython", "python"])
 def implementation(request):
     """Runs a test on the compiled hot path and on the pure-Python reference."""
     return request.param
+
+
+class Variant(NamedTuple):
+    implementation: str  # the hot path: "cython" or "python" (INGEST_PURE_PYTHON)
+    event_loop: str  # "uvloop" or "asyncio" (INGEST_EVENT_LOOP)
+
+
+VARIANTS = [Variant(i, loop) for i in ("cython", "python") for loop in ("uvloop", "asyncio")]
+
+
+@pytest.fixture(params=VARIANTS, ids=lambda v: f"{v.implementation}-{v.event_loop}")
+def variant(request) -> Variant:
+    """Runs a test on {compiled, pure-Python} hot path x {uvloop, asyncio}."""
+    return request.param
+
+
+@pytest.fixture
+def start_variant_server(start_server, variant):
+    """start_server with this test's variant: start_variant_server(*args, data_dir=...)."""
+    return functools.partial(start_server, implementation=variant.implementation, event_loop=variant.event_loop)
 
 
 @pytest.fixture

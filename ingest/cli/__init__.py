@@ -1,256 +1,35 @@
-"""The `ingest` command: serve, query, bench, deadletter, wal."""
+"""The `ingest` command. Each subcommand is one module here with
+add_parser(subparsers) and run(args) -> exit status."""
 from __future__ import annotations
 
 import argparse
-import csv
-import dataclasses
-import json
 import sys
-import urllib.error
-import urllib.request
-from pathlib import Path
 
-import pyarrow as pa
+from ingest import __version__
+from ingest.cli import bench, deadletter, query, serve, wal
+from ingest.cli.query import QueryError, print_table, run_query  # noqa: F401  (the import path tools and tests use)
+from ingest.server.config import ConfigError
 
-from ingest.cli import deadletter as deadletter_commands, wal as wal_commands
-from ingest.protocol import WAIT_MODES
-from ingest.server import config
-from ingest.server.config import ConfigError, Settings
-
-SETTINGS_EPILOG = """\
-Every option can also be set in the environment (INGEST_<NAME>, e.g.
-INGEST_BATCH_EVENTS=1000) or in a TOML file given with --config, either at
-top level or under [serve] (e.g. batch_events = 1000). The command line wins
-over the environment, which wins over the file.
-"""
+COMMANDS = {"serve": serve, "query": query, "bench": bench, "deadletter": deadletter, "wal": wal}  # as `--help` lists them
 
 
-def _add_serve(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "serve", help="run the ingestion server",
-        description="Receive JSON events over TCP and HTTP and land them in DuckDB or Parquet.",
-        epilog=SETTINGS_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--config", type=Path, metavar="FILE", help="TOML file with settings")
-    defaults = Settings()
-    for f in config.settable_fields():
-        kind = {"int": int, "Path": Path}.get(f.type, str)
-        extra = {"choices": config.SINKS} if f.name == "sink" else {}
-        parser.add_argument(
-            config.flag_name(f.name), dest=f.name, type=kind, default=None,
-            metavar=f.name.upper() if f.name != "sink" else None,
-            help=f"{f.metadata['help']} (default: {getattr(defaults, f.name)}; env {config.env_name(f.name)})",
-            **extra,
-        )
-
-
-def _add_query(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "query", help="run SQL over what has landed, also while the server runs",
-        description=(
-            "Run SQL over the ingested tables. While a server runs on DIR, the query goes "
-            "through its HTTP endpoint (DuckDB lets one process write the file); otherwise "
-            "the DuckDB file is opened read-only, or the Parquet files are read directly."
-        ),
-    )
-    parser.add_argument("sql", help='e.g. "SELECT count(*) FROM events"')
-    parser.add_argument("--data-dir", type=Path, default=None, help="the server's data directory (default: data)")
-    parser.add_argument("--format", choices=("table", "csv", "json"), default="table")
-
-
-BENCH_DESCRIPTION = """\
-Measure ingest on this machine, beside what you would otherwise use, in one run.
-
-Generates a reproducible corpus (about 200-byte events, nested or flat, from
---seed), starts a fresh `ingest serve` on free loopback ports for each case
-(or uses --target), and drives it from separate client processes over TCP and
-HTTP with 1, 100, 1,000 and 10,000 events per send() or request. For each case
-it reports events/s and MB/s (first byte sent until GET /v1/stats shows every
-event landed), HTTP round-trip and sent-to-landed latency (p50/p99), the
-server's CPU seconds and peak RSS. Then the baselines on the same corpus:
-pyarrow.json.read_json to Parquet, DuckDB read_ndjson, one DuckDB INSERT per
-event against a bulk INSERT, and the compiled encoder against its pure-Python
-reference; and the performance goals, met or not.
-"""
-
-BENCH_EPILOG = """\
-cases (for --cases; shell-style patterns, comma-separated):
-  tcp-1 tcp-100 tcp-1000 tcp-10000     NDJSON over TCP, N events per send() call
-  http-1 http-100 http-1000 http-10000 POST /v1/ingest/{table}, N events per request
-  pyarrow duckdb-read-ndjson duckdb-row-insert encoder   the baselines
-  e.g. --cases 'tcp-*,encoder'. Default: all; with --quick: tcp-1000, http-1,
-  http-1000 and every baseline.
-
-sizes: --events N is the corpus and the size of the larger cases (default
-1,000,000; 50,000 with --quick); one event per send() sends N/5 events, one
-per HTTP request N/10, 100 per request N/2. The row-at-a-time INSERT runs on
-5,000 events (1,000 with --quick), the pure-Python encoder on 20,000 (2,000).
-Each case runs --repeat times (3; once with --quick) and its median run, by
-events/s, is reported; parse-only and encode-only figures are best of 3.
-
-server: each case gets its own `ingest serve --batch-events 250000
---flush-interval 200`: large batches keep DuckDB commits big; 200 ms keeps the
-last, partial batch of a case from waiting a whole second.
-
---target HOST:PORT benches a server that is already running (its HTTP port).
-HTTP cases POST to new tables bench_http_N_HHMMSS, left in its data. TCP cases
-send to its --tcp-table (say which with --target-tcp-table, default events),
-mixed with whatever else it receives there: use a scratch server. The TCP port
-comes from --target-tcp [HOST:]PORT or, for a server on this machine, from
-/proc (its other listening socket); without it, TCP cases are skipped. The sink
-is the target's (--sink is ignored). CPU and memory figures need the server's
-process to be visible in /proc (same machine, same user or root).
-
---out DIR writes DIR/results.json (every case, baseline, comparison and goal,
-with machine and versions) and DIR/throughput.png, DIR/latency.png.
-Exit status: 0 when every case ran, 1 otherwise.
-"""
-
-
-def _add_bench(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "bench", help="measure throughput and latency here, beside pyarrow and DuckDB",
-        description=BENCH_DESCRIPTION, epilog=BENCH_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--quick", action="store_true",
-                        help="a smaller corpus and fewer cases, under a minute (what the test suite runs)")
-    parser.add_argument("--out", type=Path, metavar="DIR", help="write results.json and PNG plots here")
-    parser.add_argument("--events", type=_positive, metavar="N", help="corpus size (default 1000000; --quick 50000)")
-    parser.add_argument("--seed", type=int, default=42, metavar="N", help="corpus seed: the same seed, the same bytes (default 42)")
-    parser.add_argument("--shape", choices=("nested", "flat", "both"), default="nested",
-                        help="events with a nested object (landed as JSON) or only scalars (default nested)")
-    parser.add_argument("--sink", choices=("duckdb", "parquet", "both"), default=None,
-                        help="sink(s) of the servers started (default both; --quick duckdb)")
-    parser.add_argument("--cases", metavar="PATTERNS", help="which cases and baselines to run (see below)")
-    parser.add_argument("--clients", type=_positive, metavar="N",
-                        help="client processes per case (default 2; 4 for http-1)")
-    parser.add_argument("--pipeline", type=_positive, metavar="N",
-                        help="HTTP requests in flight per connection (default: 16,000 events' worth, 2 to 256)")
-    parser.add_argument("--repeat", type=_positive, metavar="N",
-                        help="runs of each case, the median reported (default 3; --quick 1)")
-    parser.add_argument("--batch-events", type=_positive, default=250_000, metavar="N",
-                        help="the server's --batch-events (default 250000)")
-    parser.add_argument("--flush-interval", type=_positive, default=200, metavar="MS",
-                        help="the server's --flush-interval (default 200)")
-    parser.add_argument("--http-wait", choices=WAIT_MODES,
-                        help="the HTTP ack mode asked for (?wait=); default: the server's (received)")
-    parser.add_argument("--server-args", metavar="ARGS",
-                        help='more flags for the servers started, e.g. "--wal off" (see ingest serve --help)')
-    parser.add_argument("--timeout", type=float, default=180.0, metavar="SECONDS",
-                        help="give up on a case whose events have not all landed by then (default 180)")
-    parser.add_argument("--target", metavar="HOST:PORT", help="bench the server already running with this HTTP address")
-    parser.add_argument("--target-tcp", metavar="[HOST:]PORT", help="its TCP port (default: found through /proc)")
-    parser.add_argument("--target-tcp-table", default="events", metavar="NAME",
-                        help="the table its TCP lines go to (default events)")
-    parser.add_argument("--no-progress", dest="progress", action="store_false", default=None,
-                        help="no progress bar (it is shown when stderr is a terminal)")
-
-
-def _positive(value: str) -> int:
-    number = int(value.replace("_", "").replace(",", ""))
-    if number <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, not {value}")
-    return number
-
-
-def run_query(data_dir: Path, sql: str) -> pa.Table:
-    """Through the running server if there is one, else straight from the files."""
-    state_path = Settings(data_dir=data_dir).state_path
-    if state_path.exists():
-        state = json.loads(state_path.read_text())
-        request = urllib.request.Request(
-            f"http://{state['host']}:{state['http_port']}/v1/query", data=sql.encode(), method="POST",
-            headers={"Content-Type": "text/plain"},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=300) as response:
-                return pa.ipc.open_stream(response.read()).read_all()
-        except urllib.error.HTTPError as exc:
-            raise QueryError(json.loads(exc.read()).get("error", str(exc))) from None
-        except urllib.error.URLError:
-            pass  # a stale state file from a server that is gone: read the files
-    from ingest.sinks.registry import query_offline
-
-    try:
-        return query_offline(Settings(data_dir=data_dir), sql)
-    except Exception as exc:
-        raise QueryError(str(exc)) from None
-
-
-class QueryError(Exception):
-    pass
-
-
-def print_table(table: pa.Table, fmt: str, out=sys.stdout) -> None:
-    rows = table.to_pylist()
-    if fmt == "json":
-        for row in rows:
-            out.write(json.dumps(row, default=str, ensure_ascii=False) + "\n")
-        return
-    if fmt == "csv":
-        writer = csv.writer(out)
-        writer.writerow(table.column_names)
-        writer.writerows([("" if v is None else v) for v in row.values()] for row in rows)
-        return
-    cells = [table.column_names] + [["NULL" if v is None else str(v) for v in row.values()] for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(table.column_names))]
-    rule = "+".join("-" * (w + 2) for w in widths)
-    for n, row in enumerate(cells):
-        out.write(" | ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() + "\n")
-        if n == 0:
-            out.write(rule + "\n")
-    out.write(f"({table.num_rows} row{'s' if table.num_rows != 1 else ''})\n")
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ingest", description="High-throughput JSON event ingestion into DuckDB and Parquet.")
+    parser.add_argument("--version", action="version", version=f"ingest {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for command in COMMANDS.values():
+        command.add_parser(subparsers)
+    return parser
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="ingest", description="High-throughput JSON event ingestion into DuckDB and Parquet.")
-    subparsers = parser.add_subparsers(dest="command", required=True)
-    _add_serve(subparsers)
-    _add_query(subparsers)
-    _add_bench(subparsers)
-    deadletter_commands.add_parser(subparsers)
-    wal_commands.add_parser(subparsers)
+    parser = build_parser()
     args = parser.parse_args(argv)
-
-    if args.command == "serve":
-        cli_values = {f.name: getattr(args, f.name) for f in config.settable_fields()}
-        try:
-            settings = config.load(args.config, cli_values)
-        except ConfigError as exc:
-            parser.error(str(exc))
-        from ingest.server.app import StartupError, run
-
-        try:
-            run(settings)
-        except StartupError as exc:
-            print(f"ingest: error: {exc}", file=sys.stderr)
-            return 2
-        return 0
-
-    if args.command == "deadletter":
-        return deadletter_commands.run(args)
-    if args.command == "wal":
-        return wal_commands.run(args)
-
-    if args.command == "query":
-        data_dir = args.data_dir or config.load(None, {}).data_dir
-        try:
-            table = run_query(data_dir, args.sql)
-        except QueryError as exc:
-            print(f"ingest query: {exc}", file=sys.stderr)
-            return 1
-        print_table(table, args.format)
-        return 0
-
-    if args.command == "bench":
-        from ingest.bench import run as run_bench
-        from ingest.bench.runner import BenchOptions
-
-        names = {f.name for f in dataclasses.fields(BenchOptions)} - {"command"}  # the flags' dests
-        options = BenchOptions(**{name: getattr(args, name) for name in names},
-                               command="ingest " + " ".join(sys.argv[1:] if argv is None else argv))
-        return run_bench(options)
-    return 2
+    args.command_line = "ingest " + " ".join(sys.argv[1:] if argv is None else argv)  # for reports that quote it
+    try:
+        return COMMANDS[args.command].run(args)
+    except ConfigError as exc:  # a bad setting, from a flag, the environment or a file, is a usage error
+        parser.error(str(exc))
 
 
 if __name__ == "__main__":

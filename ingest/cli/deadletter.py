@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ingest.client import IngestError, RetryPolicy, post_ndjson
 from ingest.server.config import Settings
-from ingest.server.state import DataDirInUse, DataDirLock
+from ingest.server.state import DataDirInUse, DataDirLock, running_server
 from ingest.core.deadletter import DeadLetterStore, Entry
 
 REPLAY_RETRY = RetryPolicy(max_retries=30)  # a replay waits out a busy server (429/503) this many times
@@ -86,17 +86,9 @@ def _show(store: DeadLetterStore, args) -> int:
     return 0
 
 
-def _server_address(data_dir: Path) -> tuple[str, int] | None:
-    state = Settings(data_dir=data_dir).state_path
-    if not state.exists():
-        return None
-    document = json.loads(state.read_text())
-    return document["host"], document["http_port"]
-
-
 def _replay(store: DeadLetterStore, args) -> int:
-    address = _server_address(args.data_dir)
-    if address is None:
+    server = running_server(args.data_dir)
+    if server is None:
         print(f"ingest deadletter: no server is running on {args.data_dir}; start `ingest serve "
               f"--data-dir {args.data_dir}` first", file=sys.stderr)
         return 1
@@ -118,7 +110,7 @@ def _replay(store: DeadLetterStore, args) -> int:
             if chunk and (line is None or size >= REPLAY_CHUNK_BYTES):
                 try:
                     # a key per file and chunk: a replay cut short and run again is not ingested twice
-                    reply = post_ndjson(f"http://{address[0]}:{address[1]}", entry.table, b"".join(chunk),
+                    reply = post_ndjson(server.http_url, entry.table, b"".join(chunk),
                                         idempotency_key=f"replay:{entry.table}/{entry.path.name}:{chunks}",
                                         retry=REPLAY_RETRY, timeout=120)
                 except (OSError, IngestError) as exc:

@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from ingest.hotpath import buffer, encoder
 from ingest.server.config import Settings
-from ingest.server.state import DataDirInUse, DataDirLock
+from ingest.server.state import DataDirInUse, DataDirLock, ServerState, remove_state, write_state
 from ingest.core.budget import MemoryBudget
 from ingest.core.deadletter import DeadLetterStore
 from ingest.server.metrics import Metrics
@@ -142,10 +142,8 @@ class IngestServer:
         self.tcp_port = tcp.sockets[0].getsockname()[1]
         self.http_port = http.sockets[0].getsockname()[1]
         try:
-            settings.state_path.write_text(json.dumps({
-                "pid": os.getpid(), "host": settings.host, "sink": self.sink.name,
-                "tcp_port": self.tcp_port, "http_port": self.http_port,
-            }))
+            write_state(settings.data_dir, ServerState(os.getpid(), settings.host, self.sink.name,
+                                                       self.tcp_port, self.http_port))
         except OSError as exc:
             log.warning("cannot write %s (%s): `ingest query` will not find this server", settings.state_path, exc)
         log.info("hot path: buffer=%s encoder=%s; sink=%s at %s", buffer.IMPLEMENTATION,
@@ -257,7 +255,7 @@ class IngestServer:
             self.wal.close()
         for pool in self._pools:
             pool.shutdown(wait=True)
-        self.settings.state_path.unlink(missing_ok=True)
+        remove_state(self.settings.data_dir)
         self._lock.release()
         log.info("stopped; per table: %s", json.dumps(self.stats()["tables"]))
 

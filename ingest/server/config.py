@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ingest.durability.wal import FSYNC_MODES as WAL_FSYNC_MODES
 from ingest.protocol import table_name_problem
+from ingest.server.state import state_path
 from ingest.sinks.registry import SINKS
 
 class ConfigError(ValueError):
@@ -91,7 +92,7 @@ class Settings:
     @property
     def state_path(self) -> Path:
         """Written while the server runs, so `ingest query` can find it."""
-        return self.data_dir / "server.json"
+        return state_path(self.data_dir)
 
 
 @dataclass

@@ -1,4 +1,5 @@
 """The command line: documented flags, settings precedence, port reporting."""
+import signal
 import subprocess
 import sys
 
@@ -65,3 +66,27 @@ def test_declared_tables_come_from_the_config_file(tmp_path):
     toml.write_text('[tables.orders.columns]\nid = "integer"\n')
     with pytest.raises(ConfigError, match=r"\[tables.orders\]"):
         config.load(toml, {}, environ={})
+
+
+def test_version():
+    result = subprocess.run([sys.executable, "-m", "ingest", "--version"], capture_output=True, text=True, timeout=30)
+    from ingest import __version__
+
+    assert result.returncode == 0 and result.stdout == f"ingest {__version__}\n"
+
+
+def test_a_server_killed_with_minus_9_is_not_taken_for_a_running_one(start_server):
+    server = start_server("--flush-interval", 20)
+    assert server.ingest("t", b'{"a":1}\n{"a":2}\n')[0] == 200
+    server.wait_landed("t", 2)
+    query = [sys.executable, "-m", "ingest", "query", "SELECT count(*) AS n FROM t", "--format", "json",
+             "--data-dir", str(server.data_dir)]
+    assert subprocess.run(query, capture_output=True, text=True, timeout=60).stdout == '{"n": 2}\n'  # through it
+    server.proc.send_signal(signal.SIGKILL)
+    server.proc.wait()
+    assert (server.data_dir / "server.json").exists()  # left behind, naming a dead pid
+    offline = subprocess.run(query, capture_output=True, text=True, timeout=60)
+    assert (offline.returncode, offline.stdout) == (0, '{"n": 2}\n')
+    replay = subprocess.run([sys.executable, "-m", "ingest", "deadletter", "replay", "--data-dir", str(server.data_dir)],
+                            capture_output=True, text=True, timeout=60)
+    assert replay.returncode == 1 and "no server is running" in replay.stderr

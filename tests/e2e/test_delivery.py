@@ -21,18 +21,6 @@ def post(server, path, body, headers=None):
     return status, reply_headers, json.loads(payload)
 
 
-def test_wait_flushed_answers_after_the_rows_are_queryable(start_server):
-    server = start_server("--flush-interval", 60_000, "--batch-events", 1_000_000)
-    status, headers, reply = post(server, "/v1/ingest/orders?wait=flushed&timeout=60",
-                                  b'{"id":1,"total":9.5}\n{"id":2,"total":3}\nnot json\n')
-    # the batch only seals by age after a minute: wait=flushed must not wait for that
-    assert status == 200 and reply["status"] == "landed" and reply["landed"] == 2 and reply["rejected"] == 1
-    assert headers["Ingest-Receipt"] == reply["receipt"]
-    assert server.query("SELECT id, total FROM orders ORDER BY id").to_pylist() == [
-        {"id": 1, "total": 9.5}, {"id": 2, "total": 3.0}]
-    assert server.stop() == 0
-
-
 def test_receipts_can_be_polled_to_their_final_state(start_server):
     server = start_server("--flush-interval", 100)
     status, headers, reply = post(server, "/v1/ingest/clicks?wait=none", b'{"a":1}\n{"a":2}\n')

@@ -128,24 +128,6 @@ def test_keep_alive_serves_many_requests_on_one_connection(start_server):
     assert server.stop() == 0
 
 
-def test_pipelined_requests_are_answered_in_order(start_server):
-    server = start_server()
-    requests = b"".join(
-        b"POST /v1/ingest/pipe HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\n"
-        + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
-        for body in (b'{"a":1}\n', b'{"a":2}\n{"a":3}\n', b"nope\n")
-    ) + b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    with socket.create_connection((server.host, server.http_port)) as sock:
-        sock.sendall(requests)
-        received = b""
-        while chunk := sock.recv(65536):
-            received += chunk
-    statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", received)
-    assert statuses == [b"200", b"200", b"400", b"200"]
-    assert b'"accepted":2' in received and received.rstrip().endswith(b'{"status":"ok"}')
-    assert server.stop() == 0
-
-
 @pytest.mark.parametrize("method,path,body,headers,status", [
     ("GET", "/v1/ingest/t", None, {}, 405),
     ("POST", "/nowhere", b"{}", {}, 404),

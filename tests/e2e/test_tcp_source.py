@@ -1,37 +1,7 @@
 """NDJSON over TCP, end to end through a real server subprocess."""
 import json
 
-import pytest
-
-from ingest.testing.corpus import ndjson
-
 LONG_WAIT = ["--flush-interval", 600_000]  # only the test decides when a batch seals
-
-
-@pytest.mark.parametrize("event_loop", ["uvloop", "asyncio"])
-def test_tcp_round_trip_lands_every_event_with_types(start_server, implementation, event_loop):
-    server = start_server("--batch-events", 50, implementation=implementation, event_loop=event_loop)
-    assert server.stats()["hot_path"] == {"buffer": implementation, "encoder": implementation}
-    server.send_tcp(ndjson(120))
-    server.wait_received("events", 120)
-    assert server.stop() == 0
-
-    from ingest.cli import run_query
-
-    table = run_query(server.data_dir, "SELECT count(*) AS n, count(DISTINCT id) AS ids, min(id) AS lo, max(id) AS hi FROM events")
-    assert table.to_pylist() == [{"n": 120, "ids": 120, "lo": 0, "hi": 119}]
-    types = {
-        row["column_name"]: row["data_type"]
-        for row in run_query(server.data_dir, "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'events'").to_pylist()
-    }
-    assert types["id"] == "BIGINT"
-    assert types["amount"] == "DOUBLE"
-    assert types["ok"] == "BOOLEAN"
-    assert types["event"] == "VARCHAR"
-    assert types["ts"] == "TIMESTAMP WITH TIME ZONE"
-    assert types["context"] == "JSON"
-    row = run_query(server.data_dir, "SELECT context->>'plan' AS plan, coupon FROM events WHERE id = 1").to_pylist()
-    assert row == [{"plan": "pro", "coupon": None}]
 
 
 def test_lines_split_across_reads_crlf_and_blank_lines(start_server):

@@ -50,16 +50,6 @@ def test_record_round_trip_and_numeric_segment_order(tmp_path):
     assert [p.name for p in segment_paths(tmp_path)] == ["segment-2.wal", "segment-9.wal", "segment-10.wal", "segment-100.wal"]
 
 
-def test_buffered_events_are_replayed_after_kill_9(start_server, tmp_path):
-    data_dir = tmp_path / "data"
-    logged_then_killed(start_server, data_dir, (0, 100), (100, 100), (200, 100))
-    server = start_server("--flush-interval", 20, data_dir=data_dir)
-    server.wait_landed("t", 300)
-    assert server.query("SELECT count(DISTINCT id) AS n FROM t").to_pylist() == [{"n": 300}]
-    assert "replayed 300 events" in server.log()
-    assert server.stop() == 0
-
-
 def test_torn_tail_is_truncated_with_a_warning(start_server, tmp_path):
     data_dir = tmp_path / "data"
     segment = logged_then_killed(start_server, data_dir, (0, 50), (50, 50))
