@@ -25,13 +25,9 @@
 cimport cython
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
 
+from ingest.hotpath._growbuf cimport GrowBuf
+
 include "encoder_consts.pxi"
-
-
-cdef struct GrowBuf:
-    char *data              # malloc'd bytes; NULL until the first write
-    Py_ssize_t len          # bytes in use
-    Py_ssize_t cap          # bytes allocated; while data is NULL, the size to allocate first
 
 
 cdef struct Column:
@@ -175,11 +171,7 @@ cdef class Encoder:
 # Unless noted they are `noexcept nogil`; int results are 0 = ok, -1 = error
 # with Parser.error set or out of memory. "inline": `cdef inline`.
 #
-# growable buffers and bitmaps
-#   int buf_reserve(GrowBuf *buf, Py_ssize_t extra)       room for `extra` more bytes
-#   int buf_grow(GrowBuf *buf, Py_ssize_t need)           realloc, doubling (the slow half of buf_reserve)
-#   int buf_append(GrowBuf *buf, const void *src, Py_ssize_t n)  inline
-#   void buf_free(GrowBuf *buf)
+# bitmaps (GrowBuf and buf_reserve/append/free/detach: _growbuf.pxd)
 #   int bitmap_extend(GrowBuf *bits, Py_ssize_t nbits)    cover nbits bits, the new ones 0
 #   void bitmap_set(GrowBuf *bits, Py_ssize_t i)          inline
 #

@@ -20,6 +20,8 @@ from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.math cimport isinf
 from libc.string cimport memcmp, memcpy, memset
 
+from ingest.hotpath._growbuf cimport buf_append, buf_detach, buf_free, buf_reserve
+
 import json
 
 import pyarrow as pa
@@ -112,44 +114,7 @@ _from_arrays = pa.RecordBatch.from_arrays
 
 
 # ---------------------------------------------------------------------------
-# Growable buffers and bitmaps
-
-cdef int buf_reserve(GrowBuf *buf, Py_ssize_t extra) noexcept nogil:
-    """Makes room for `extra` more bytes; -1 when out of memory."""
-    if buf.data != NULL and buf.len + extra <= buf.cap:
-        return 0
-    return buf_grow(buf, buf.len + extra)
-
-
-cdef int buf_grow(GrowBuf *buf, Py_ssize_t need) noexcept nogil:
-    cdef Py_ssize_t cap = buf.cap if buf.data == NULL else buf.cap * 2
-    cdef char *data
-    if cap < BUFFER_MIN_SIZE:
-        cap = BUFFER_MIN_SIZE
-    while cap < need:
-        cap *= 2
-    data = <char *>realloc(buf.data, cap)
-    if data == NULL:
-        return -1
-    buf.data = data
-    buf.cap = cap
-    return 0
-
-
-cdef inline int buf_append(GrowBuf *buf, const void *src, Py_ssize_t n) noexcept nogil:
-    if buf_reserve(buf, n) < 0:
-        return -1
-    memcpy(buf.data + buf.len, src, n)
-    buf.len += n
-    return 0
-
-
-cdef void buf_free(GrowBuf *buf) noexcept nogil:
-    free(buf.data)
-    buf.data = NULL
-    buf.len = 0
-    buf.cap = 0
-
+# Bitmaps (in GrowBufs, _growbuf.pxd)
 
 cdef int bitmap_extend(GrowBuf *bits, Py_ssize_t nbits) noexcept nogil:
     """Makes the bitmap cover `nbits` bits; the new bits are 0."""
@@ -1824,15 +1789,10 @@ cdef class ArrowBuffer:
         """Takes buf's memory, leaving buf empty (its capacity stays as the
         size to allocate first next time)."""
         cdef ArrowBuffer self = ArrowBuffer.__new__(ArrowBuffer)
-        if buf.data == NULL:
-            buf.data = <char *>calloc(1, BUFFER_MIN_SIZE)
-            if buf.data == NULL:
-                raise MemoryError()
-        self._data = buf.data
         self._length = buf.len
-        buf.cap = buf.len
-        buf.data = NULL
-        buf.len = 0
+        self._data = buf_detach(buf)
+        if self._data == NULL:
+            raise MemoryError()
         return self
 
     def __getbuffer__(self, Py_buffer *view, int flags):

@@ -66,7 +66,6 @@ cdef enum ErrorCode:
 
 
 cdef enum:
-    BUFFER_MIN_SIZE = 64          # first allocation of a growable buffer, bytes
     HASH_MIN_SLOTS = 64           # first size of the column-name hash table
     MAX_TEXT_BYTES = 2147483647   # int32 offsets: text bytes of one column in one batch
     MAX_DEPTH_LIMIT = 100000      # largest max_depth an Encoder accepts
