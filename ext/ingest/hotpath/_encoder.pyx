@@ -22,10 +22,9 @@ from libc.string cimport memcmp, memcpy, memset
 
 from ingest.hotpath._growbuf cimport buf_append, buf_detach, buf_free, buf_reserve
 
-import json
-
 import pyarrow as pa
 
+from ingest.hotpath import reasons
 from ingest.hotpath.protocols import EncodeResult
 from ingest.schema import JSON_METADATA, declared_types
 
@@ -92,20 +91,20 @@ DECLARED_KINDS = {"bool": FT_BOOL, "int64": FT_INT64, "float64": FT_FLOAT64, "st
 ARROW_TYPES = (None, pa.bool_(), pa.int64(), pa.float64(), pa.string(),
                pa.timestamp("us", tz="UTC"), pa.string())
 
-# Reason templates by ErrorCode; the reference module spells out the same text.
+# What a syntax error found, by ErrorCode (the texts are in ingest.hotpath.reasons).
 SYNTAX_REASONS = {
-    E_END_OF_LINE: "unexpected end of line",
-    E_EXPECTED_VALUE: "expected value",
-    E_EXPECTED_KEY: "expected string key",
-    E_EXPECTED_COLON: "expected ':'",
-    E_EXPECTED_COMMA_BRACE: "expected ',' or '}'",
-    E_EXPECTED_COMMA_BRACKET: "expected ',' or ']'",
-    E_EXPECTED_END: "expected end of line",
-    E_BAD_LITERAL: "invalid literal",
-    E_BAD_NUMBER: "invalid number",
-    E_BAD_ESCAPE: "invalid escape",
-    E_LONE_SURROGATE: "lone surrogate",
-    E_CONTROL_CHAR: "control character in string",
+    E_END_OF_LINE: reasons.END_OF_LINE,
+    E_EXPECTED_VALUE: reasons.EXPECTED_VALUE,
+    E_EXPECTED_KEY: reasons.EXPECTED_KEY,
+    E_EXPECTED_COLON: reasons.EXPECTED_COLON,
+    E_EXPECTED_COMMA_BRACE: reasons.EXPECTED_COMMA_BRACE,
+    E_EXPECTED_COMMA_BRACKET: reasons.EXPECTED_COMMA_BRACKET,
+    E_EXPECTED_END: reasons.EXPECTED_END,
+    E_BAD_LITERAL: reasons.BAD_LITERAL,
+    E_BAD_NUMBER: reasons.BAD_NUMBER,
+    E_BAD_ESCAPE: reasons.BAD_ESCAPE,
+    E_LONE_SURROGATE: reasons.LONE_SURROGATE,
+    E_CONTROL_CHAR: reasons.CONTROL_CHAR,
 }
 
 _py_buffer = pa.py_buffer
@@ -879,44 +878,41 @@ cdef Py_ssize_t check_spans(const int64_t *spans, Py_ssize_t nlines,
 
 cdef str reason(const LineError *e, str name, int max_depth, bytes value=None):
     """`name` is the field's name or path, `value` the quoted value's first
-    bytes (the reference spells out the same text)."""
-    if e.code == E_TYPE_CONFLICT:
-        return f"field '{name}': expected {TYPE_NAMES[e.expected]}, got {TYPE_NAMES[e.got]}"
-    if e.code == E_TEXT_TOO_LARGE:
-        return f"field '{name}': over 2 GiB of text in one batch"
-    if e.code == E_DECLARED_TYPE:
-        return f"field '{name}': expected {TYPE_NAMES[e.expected]}, got {KIND_NAMES[e.got]}"
-    if e.code == E_INT_RANGE:
-        return f"field '{name}': integer out of int64 range"
-    if e.code == E_NOT_TIMESTAMP:
-        text = value[:QUOTED_VALUE_BYTES].decode("utf-8", "ignore")
-        if len(value) > QUOTED_VALUE_BYTES:
-            text += "..."
-        return (f"field '{name}': {json.dumps(text, ensure_ascii=False)} is not an ISO-8601 timestamp"
-                " (YYYY-MM-DDTHH:MM:SS[.fraction][Z|+HH:MM|-HH:MM])")
-    if e.code == E_NUMBER_RANGE:
-        return f"field '{name}': number out of range for DOUBLE"
-    if e.code == E_TOO_MANY_KEYS:
-        return f"more than {MAX_EVENT_KEYS} fields in one event"
-    if e.code == E_NOT_DATE:
-        return f"field '{name}': string is not a YYYY-MM-DD date"
-    if e.code == E_TIMESTAMP_RANGE:
-        return f"field '{name}': timestamp out of range (years 0001-9999)"
-    if e.code == E_UNDECLARED:
-        return f"field '{name}' is not declared"
-    if e.code == E_LIST_TOO_LONG:
-        return f"field '{name}': over {MAX_LIST_ELEMENTS} list elements in one batch"
-    if e.code == E_UTF8:
-        return f"invalid UTF-8 at byte {e.at}"
-    if e.code == E_EMPTY_LINE:
-        return "empty line"
-    if e.code == E_NOT_OBJECT:
-        return "top-level value is not an object"
-    if e.code == E_TOO_DEEP:
-        return f"nesting deeper than {max_depth}"
-    if e.code == E_EMPTY_KEY:
-        return "field name is empty"
-    return f"invalid JSON at byte {e.at}: {SYNTAX_REASONS[e.code]}"
+    bytes (E_NOT_TIMESTAMP); the texts are ingest.hotpath.reasons'."""
+    cdef int code = e.code
+    if code == E_TYPE_CONFLICT:
+        return reasons.type_conflict(name, TYPE_NAMES[e.expected], TYPE_NAMES[e.got])
+    if code == E_TEXT_TOO_LARGE:
+        return reasons.text_too_large(name)
+    if code == E_DECLARED_TYPE:
+        return reasons.type_conflict(name, TYPE_NAMES[e.expected], KIND_NAMES[e.got])
+    if code == E_INT_RANGE:
+        return reasons.int_range(name)
+    if code == E_NOT_TIMESTAMP:
+        return reasons.not_timestamp(name, value)
+    if code == E_NUMBER_RANGE:
+        return reasons.number_range(name)
+    if code == E_TOO_MANY_KEYS:
+        return reasons.too_many_keys(MAX_EVENT_KEYS)
+    if code == E_NOT_DATE:
+        return reasons.not_date(name)
+    if code == E_TIMESTAMP_RANGE:
+        return reasons.timestamp_range(name)
+    if code == E_UNDECLARED:
+        return reasons.undeclared(name)
+    if code == E_LIST_TOO_LONG:
+        return reasons.list_too_long(name, MAX_LIST_ELEMENTS)
+    if code == E_UTF8:
+        return reasons.utf8(e.at)
+    if code == E_EMPTY_LINE:
+        return reasons.empty_line()
+    if code == E_NOT_OBJECT:
+        return reasons.not_object()
+    if code == E_TOO_DEEP:
+        return reasons.too_deep(max_depth)
+    if code == E_EMPTY_KEY:
+        return reasons.empty_key()
+    return reasons.syntax(e.at, SYNTAX_REASONS[code])
 
 
 # ---------------------------------------------------------------------------

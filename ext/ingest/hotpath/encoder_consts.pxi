@@ -1,6 +1,7 @@
 # Constants of the JSON -> Arrow encoder (included by _encoder.pxd).
-# The pure-Python reference (ingest/_reference/encoder.py) spells the same
-# type names and reasons out as strings; keep the two in step.
+# The pure-Python reference (ingest/hotpath/reference/encoder.py) spells the
+# same type names out as strings; the reason texts of the ErrorCodes are in
+# ingest/hotpath/reasons.py, used by both.
 
 
 cdef enum FieldType:
@@ -72,4 +73,4 @@ cdef enum:
     MAX_LIST_ELEMENTS = 2147483647  # int32 offsets: elements of one list node in one batch
     # Width of one event (the reference spells out the same numbers):
     MAX_EVENT_KEYS = 10000        # keys of the top-level object (repeats count); nesting is max_depth
-    QUOTED_VALUE_BYTES = 64       # bytes of a value quoted in a reason (longer ones end in "...")
+    QUOTED_VALUE_BYTES = 64       # = reasons.QUOTED_VALUE_BYTES: a value's bytes quoted in a reason
