@@ -115,6 +115,7 @@ cdef class LineFramer:
 # Module-level functions of _buffer.pyx, private to it (declaring them here
 # would export them to cimporting modules):
 #   _events(lines), _spans_of(lines) inline: lines stored; their int64 spans
+#   _seal_block(sealed, was, block) a SealedBatch GrowBuf from buf_detach(was), shrunk
 #   _shrunk(block, allocated, used) realloc a sealed block down when much is unused
 #   _is_blank(p, n)                 inline: only spaces, tabs and CRs?
 #   split_json_array(body, out)     def: top-level elements of a JSON array as lines
