@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-SOURCES := pyproject.toml setup.py $(wildcard ext/ingest/hotpath/*.pyx ext/ingest/hotpath/*.pxd ext/ingest/hotpath/*.pxi)
+SOURCES := pyproject.toml setup.py $(wildcard ext/ingest/hotpath/*.pyx ext/ingest/hotpath/*.pxd ext/ingest/hotpath/*.pxi ext/ingest/hotpath/encoder/*)
 
 .PHONY: serve check test bench build clean fuzz fuzz-asan
 

@@ -5,9 +5,11 @@ for profiling and fuzzing; the default build is optimised and warning-free
 under -Wall.
 """
 import os
+from glob import glob
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
+from setuptools.command.build_py import build_py
 
 DEBUG = os.environ.get("INGEST_DEBUG", "") not in ("", "0")
 
@@ -23,10 +25,16 @@ directives = {
 macros = [("CYTHON_TRACE_NOGIL", "1")] if DEBUG else []
 cflags = ["-Wall", "-O0", "-g"] if DEBUG else ["-Wall", "-O3"]
 
+HOTPATH = "ext/ingest/hotpath"
+# what the .pyx files cimport and include: a change to any of them rebuilds (and they go in the sdist)
+depends = sorted(glob(f"{HOTPATH}/*.pxd") + glob(f"{HOTPATH}/*.pxi") + glob(f"{HOTPATH}/encoder/*"))
+
 extensions = [
     Extension(
         f"ingest.hotpath.{name}",
-        [f"ext/ingest/hotpath/{name}.pyx"],
+        [f"{HOTPATH}/{name}.pyx"],
+        depends=depends,
+        include_dirs=[HOTPATH],  # for encoder/platform.h
         extra_compile_args=cflags,
         define_macros=macros,
     )
@@ -35,7 +43,21 @@ extensions = [
     if os.environ.get("INGEST_BUILD_ONLY", name) == name
 ]
 
+
+class build_py_with_pxd(build_py):
+    """Ships the .pxd files (and the .pxi they include) beside the compiled
+    modules, so other Cython code can cimport ingest.hotpath._buffer,
+    ._encoder and ._growbuf; the .pyi stubs are package data already."""
+
+    def run(self):
+        super().run()
+        target = os.path.join(self.build_lib, "ingest", "hotpath")
+        for path in glob(f"{HOTPATH}/*.pxd") + glob(f"{HOTPATH}/*.pxi"):
+            self.copy_file(path, os.path.join(target, os.path.basename(path)))
+
+
 setup(
+    cmdclass={"build_py": build_py_with_pxd},
     ext_modules=cythonize(
         extensions,
         include_path=["ext"],  # ext/ mirrors the package, so each .pyx finds its .pxd

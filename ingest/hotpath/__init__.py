@@ -3,7 +3,9 @@
 `buffer` (framing: where a record ends) and `encoder` (format: what it
 means) each re-export the compiled extension (`_buffer`, `_encoder`, built
 from ext/ingest/hotpath/) or, under INGEST_PURE_PYTHON=1, the readable
-reference in `reference/`. Both follow `protocols`.
+reference in `reference/`. Both follow `protocols` and take their rejection
+reason texts from `reasons`; `_buffer.pyi` and `_encoder.pyi` type the
+compiled modules.
 """
 from ingest.hotpath.select import IMPLEMENTATION
 

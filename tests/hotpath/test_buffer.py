@@ -272,6 +272,18 @@ def test_over_long_line_is_not_buffered(mod):
     assert framer.finish(out) == 1 and lines_of(out) == [b"ok", b"next"]
 
 
+@pytest.mark.parametrize("size", [100, 600, 5000, 200_000], ids=["inline", "malloc", "realloc", "freed"])
+def test_lines_longer_than_a_chunk_of_every_size(mod, size):
+    # a partial line outgrows the framer's inline tail, is realloc'd, and
+    # (past 64 KiB) is freed once emitted; the next partial line starts over
+    first, second = b"a" * (size - 1) + b"\r", b"{" + b"b" * size + b"}"
+    stream = first + b"\n" + second + b"\n" + b"tail"
+    chunks = [stream[i:i + 999] for i in range(0, len(stream), 999)]
+    lines, _, framer = frame(mod, chunks)
+    assert lines == [first[:-1], second, b"tail"]
+    assert (framer.lines_seen, framer.too_long, framer.pending_bytes) == (3, 0, 0)
+
+
 def test_cr_at_the_limit_split_from_its_newline(mod):
     framer, out = mod.LineFramer(5), mod.BatchBuffer()
     framer.feed(b"12345\r", 0, out)

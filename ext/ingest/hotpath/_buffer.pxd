@@ -5,12 +5,15 @@
 # this file when it compiles `ingest.hotpath._buffer` (ext/ingest/ mirrors the
 # package). Lines are stored back to back, without their newline, in one
 # contiguous byte buffer plus an int64 spans array [start0, end0, start1,
-# end1, ...]. Appends grow both by doubling; seal() moves the two allocations
-# into a SealedBatch, which the encoder reads from a worker thread while the
+# end1, ...], each a GrowBuf (_growbuf.pxd) that starts in storage inside
+# the object and grows by doubling; seal() moves the two allocations into a
+# SealedBatch, which the encoder reads from a worker thread while the
 # BatchBuffer keeps receiving. Hot classes are @cython.final.
 
 cimport cython
 from libc.stdint cimport int64_t
+
+from ingest.hotpath._growbuf cimport GrowBuf
 
 
 cdef enum:
@@ -24,16 +27,16 @@ cdef enum:
     FRAMER_TAIL_KEEP_BYTES = 65536
     # bracket nesting split_json_array tracks on the C stack before it mallocs
     SPLIT_INLINE_DEPTH = 64
+    # bytes of one line's span in _Lines._spans: [start, end) as two int64
+    SPAN_BYTES = 16
 
 
 cdef class _Lines:
     # what BatchBuffer and SealedBatch share; Python API: events, nbytes,
     # data(), spans(), line(i)
     cdef:
-        char *_data             # payload bytes of all lines, back to back
-        int64_t *_spans         # [start, end) offsets into _data, two per line
-        Py_ssize_t _nbytes      # bytes used in _data
-        Py_ssize_t _events      # lines stored; _spans holds 2 * _events values
+        GrowBuf _payload        # payload bytes of all lines, back to back (len: payload bytes)
+        GrowBuf _spans          # int64 [start, end) offsets into _payload, SPAN_BYTES per line
         Py_ssize_t _view_count  # memoryviews from data()/spans() still alive
 
 
@@ -60,10 +63,8 @@ cdef class BatchBuffer(_Lines):
     cdef:
         public Py_ssize_t event_limit  # seal at this many lines (0 = no limit)
         public Py_ssize_t byte_limit   # seal at this many payload bytes (0 = no limit)
-        Py_ssize_t _data_cap           # bytes allocated at _data
-        Py_ssize_t _spans_cap          # lines that fit in the allocation at _spans
-        char _inline_data[BATCH_INLINE_BYTES]          # _data while the payload is small
-        int64_t _inline_spans[2 * BATCH_INLINE_LINES]  # _spans while there are few lines
+        char _inline_data[BATCH_INLINE_BYTES]          # _payload's small storage
+        int64_t _inline_spans[2 * BATCH_INLINE_LINES]  # _spans' small storage
 
     # a limit reached?
     cdef inline bint _is_full(self) noexcept
@@ -72,7 +73,7 @@ cdef class BatchBuffer(_Lines):
     # one line in two pieces: framer tail + chunk head
     cdef int _append2(self, const char *a, Py_ssize_t na,
                       const char *b, Py_ssize_t nb) except -1
-    # grow by doubling; refuses while views are alive
+    # room for nbytes and nlines more; refuses while views are alive
     cdef int _make_room(self, Py_ssize_t nbytes, Py_ssize_t nlines) except -1
     # drop lines from `events` on (a failed split)
     cdef void _truncate(self, Py_ssize_t events) noexcept
@@ -82,8 +83,9 @@ cdef class BatchBuffer(_Lines):
 
 @cython.final
 cdef class SealedBatch(_Lines):
-    # immutable lines taken by seal(); owns _data and _spans (always
-    # malloc'd) and frees them; no fields or C methods of its own
+    # immutable lines taken by seal(); owns _payload and _spans (always
+    # malloc'd, no small storage) and frees them; no fields or C methods of
+    # its own
     pass
 
 
@@ -93,13 +95,11 @@ cdef class LineFramer:
     # lines_seen, pending_bytes, feed(), finish()
     cdef:
         readonly Py_ssize_t max_line_bytes  # longer lines (without "\n" and a final "\r") are dropped
-        char *_tail                 # the unterminated line carried over to the next chunk
-        Py_ssize_t _tail_len        # bytes in _tail
-        Py_ssize_t _tail_cap        # bytes allocated at _tail
+        GrowBuf _tail               # the unterminated line carried over to the next chunk
         bint _discarding            # inside an over-long line: drop bytes up to the next newline
         Py_ssize_t _too_long        # over-long lines dropped so far
         Py_ssize_t _lines_seen      # non-empty lines seen, over-long ones included
-        char _inline_tail[FRAMER_INLINE_TAIL]  # _tail while the partial line is small
+        char _inline_tail[FRAMER_INLINE_TAIL]  # _tail's small storage
 
     # the memchr loop over one chunk
     cdef Py_ssize_t _feed(self, const char *p, Py_ssize_t pos, Py_ssize_t end,
@@ -114,6 +114,8 @@ cdef class LineFramer:
 
 # Module-level functions of _buffer.pyx, private to it (declaring them here
 # would export them to cimporting modules):
+#   _events(lines), _spans_of(lines) inline: lines stored; their int64 spans
+#   _seal_block(sealed, was, block) a SealedBatch GrowBuf from buf_detach(was), shrunk
 #   _shrunk(block, allocated, used) realloc a sealed block down when much is unused
 #   _is_blank(p, n)                 inline: only spaces, tabs and CRs?
 #   split_json_array(body, out)     def: top-level elements of a JSON array as lines

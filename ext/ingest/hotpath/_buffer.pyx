@@ -1,7 +1,7 @@
 """Raw-byte buffering and NDJSON framing: the compiled hot path of
 `ingest.hotpath.buffer`.
 
-The layout is described in _buffer.pxd; `ingest/_reference/buffer.py` is the
+The layout is described in _buffer.pxd; `ingest/hotpath/reference/buffer.py` is the
 readable specification of the same behaviour, and the tests assert that both
 give identical lines, counters and errors.
 """
@@ -12,9 +12,13 @@ from cpython.buffer cimport (
     PyBuffer_Release, PyObject_GetBuffer,
 )
 from cpython.bytes cimport PyBytes_FromStringAndSize
-from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from libc.stdint cimport int64_t
+from libc.stdlib cimport free, realloc
 from libc.string cimport memchr, memcpy
+
+from ingest.hotpath._growbuf cimport (
+    GrowBuf, buf_append, buf_detach, buf_free, buf_init, buf_reserve,
+)
 
 __all__ = ["BatchBuffer", "SealedBatch", "LineFramer", "split_json_array"]
 
@@ -30,7 +34,7 @@ cdef void *_shrunk(void *block, size_t allocated, size_t used) noexcept:
     cdef void *smaller
     if allocated - used <= used // 4:
         return block
-    smaller = PyMem_Realloc(block, used or 1)
+    smaller = realloc(block, used or 1)
     return smaller if smaller != NULL else block
 
 
@@ -43,18 +47,37 @@ cdef inline bint _is_blank(const char *p, Py_ssize_t n) noexcept:
     return True
 
 
+cdef void _seal_block(GrowBuf *sealed, const GrowBuf *was, char *block) noexcept:
+    # a SealedBatch's GrowBuf: `block` (buf_detach of `was`), without small storage
+    buf_init(sealed, NULL, 0)
+    sealed.len = was.len
+    sealed.cap = was.len
+    if was.data == was.small:
+        sealed.data = block  # a copy of exactly len bytes
+    else:
+        sealed.data = <char *>_shrunk(block, <size_t>was.cap, <size_t>was.len)
+
+
+cdef inline Py_ssize_t _events(_Lines lines) noexcept:
+    return lines._spans.len // SPAN_BYTES
+
+
+cdef inline int64_t *_spans_of(_Lines lines) noexcept:
+    return <int64_t *>lines._spans.data
+
+
 cdef class _Lines:
     """What BatchBuffer and SealedBatch share: stored lines and read access."""
 
     @property
     def events(self):
         """Number of lines stored."""
-        return self._events
+        return _events(self)
 
     @property
     def nbytes(self):
         """Payload bytes of all lines (newlines are not stored)."""
-        return self._nbytes
+        return self._payload.len
 
     def data(self):
         """Read-only memoryview of the payload bytes, zero-copy."""
@@ -66,13 +89,15 @@ cdef class _Lines:
 
     def line(self, Py_ssize_t index):
         """Bytes of line `index` (negative counts from the end)."""
+        cdef const int64_t *spans = _spans_of(self)
+        cdef Py_ssize_t events = _events(self)
         if index < 0:
-            index += self._events
-        if index < 0 or index >= self._events:
+            index += events
+        if index < 0 or index >= events:
             raise IndexError("line index out of range")
         return PyBytes_FromStringAndSize(
-            self._data + self._spans[2 * index],
-            <Py_ssize_t>(self._spans[2 * index + 1] - self._spans[2 * index]))
+            self._payload.data + spans[2 * index],
+            <Py_ssize_t>(spans[2 * index + 1] - spans[2 * index]))
 
 
 @cython.final
@@ -94,14 +119,14 @@ cdef class _Export:
             raise BufferError("the lines' memory is read-only")
         buffer.format = NULL
         if self.is_spans:
-            buffer.buf = <void *>owner._spans
-            self.shape = 2 * owner._events
+            buffer.buf = <void *>owner._spans.data
+            self.shape = 2 * _events(owner)
             self.stride = sizeof(int64_t)
             if flags & PyBUF_FORMAT:
                 buffer.format = b"q"
         else:
-            buffer.buf = <void *>owner._data
-            self.shape = owner._nbytes
+            buffer.buf = <void *>owner._payload.data
+            self.shape = owner._payload.len
             self.stride = 1
             if flags & PyBUF_FORMAT:
                 buffer.format = b"B"
@@ -127,10 +152,8 @@ cdef class BatchBuffer(_Lines):
     """Raw NDJSON lines of one table waiting to be sealed into a batch."""
 
     def __cinit__(self):
-        self._data = self._inline_data
-        self._data_cap = BATCH_INLINE_BYTES
-        self._spans = self._inline_spans
-        self._spans_cap = BATCH_INLINE_LINES
+        buf_init(&self._payload, self._inline_data, BATCH_INLINE_BYTES)
+        buf_init(&self._spans, self._inline_spans, sizeof(self._inline_spans))
 
     def __init__(self, Py_ssize_t event_limit=0, Py_ssize_t byte_limit=0):
         self.event_limit = event_limit
@@ -157,9 +180,11 @@ cdef class BatchBuffer(_Lines):
         """Append src's lines from index `start` on, skipping the sorted
         indices in `rejected`, until this buffer is full; returns the index of
         the first line of src not consumed (src.events when all were)."""
-        cdef Py_ssize_t n = src._events, i = start, run_end, j, k = 0
-        cdef Py_ssize_t nrejected = 0, last_rejected = -1, value, room
+        cdef Py_ssize_t n = _events(src), i = start, run_end, j, k = 0
+        cdef Py_ssize_t nrejected = 0, last_rejected = -1, value, room, events
         cdef int64_t base, shift
+        cdef const int64_t *src_spans
+        cdef int64_t *spans
         if start < 0 or start > n:
             raise ValueError(f"start {start} is outside 0..{n}")
         if rejected is not None:
@@ -176,26 +201,31 @@ cdef class BatchBuffer(_Lines):
                 i += 1
                 continue
             # lines [i, run_end) are accepted and stored back to back in src
+            events = _events(self)
             run_end = last_rejected if i < last_rejected < n else n
-            if self.event_limit > 0 and run_end - i > self.event_limit - self._events:
-                run_end = i + (self.event_limit - self._events)
+            if self.event_limit > 0 and run_end - i > self.event_limit - events:
+                run_end = i + (self.event_limit - events)
+            src_spans = _spans_of(src)
             if self.byte_limit > 0:
-                room = self.byte_limit - self._nbytes
-                base = src._spans[2 * i]
+                room = self.byte_limit - self._payload.len
+                base = src_spans[2 * i]
                 for j in range(i, run_end):
-                    if src._spans[2 * j + 1] - base >= room:
+                    if src_spans[2 * j + 1] - base >= room:
                         run_end = j + 1
                         break
-            base = src._spans[2 * i]
-            self._make_room(<Py_ssize_t>(src._spans[2 * run_end - 1] - base), run_end - i)
+            base = src_spans[2 * i]
+            self._make_room(<Py_ssize_t>(src_spans[2 * run_end - 1] - base), run_end - i)
             # read src's pointers only now: src may be self, just reallocated
-            shift = self._nbytes - base
-            memcpy(self._data + self._nbytes, src._data + base,
-                   <size_t>(src._spans[2 * run_end - 1] - base))
+            src_spans = _spans_of(src)
+            spans = _spans_of(self)
+            shift = self._payload.len - base
+            memcpy(self._payload.data + self._payload.len, src._payload.data + base,
+                   <size_t>(src_spans[2 * run_end - 1] - base))
             for j in range(2 * i, 2 * run_end):
-                self._spans[2 * self._events + j - 2 * i] = src._spans[j] + shift
-            self._events += run_end - i
-            self._nbytes = <Py_ssize_t>self._spans[2 * self._events - 1]
+                spans[2 * events + j - 2 * i] = src_spans[j] + shift
+            events += run_end - i
+            self._spans.len = events * SPAN_BYTES
+            self._payload.len = <Py_ssize_t>spans[2 * events - 1]
             i = run_end
         return i
 
@@ -203,8 +233,8 @@ cdef class BatchBuffer(_Lines):
         """Drop all lines; the limits stay."""
         if self._view_count:
             raise BufferError(_VIEWS_ALIVE)
-        self._events = 0
-        self._nbytes = 0
+        self._spans.len = 0
+        self._payload.len = 0
 
     def seal(self):
         """Hand the stored lines over to a new SealedBatch, without copying
@@ -212,119 +242,72 @@ cdef class BatchBuffer(_Lines):
         if self._view_count:
             raise BufferError(_VIEWS_ALIVE)
         cdef SealedBatch sealed = SealedBatch.__new__(SealedBatch)
-        cdef size_t data_size = <size_t>self._nbytes
-        cdef size_t spans_size = <size_t>(2 * self._events) * sizeof(int64_t)
-        # inline storage is copied out (it is small); malloc'd storage moves
-        if self._data == self._inline_data:
-            sealed._data = <char *>PyMem_Malloc(data_size or 1)
-            if sealed._data == NULL:
-                raise MemoryError()
-            memcpy(sealed._data, self._data, data_size)
-        if self._spans == self._inline_spans:
-            sealed._spans = <int64_t *>PyMem_Malloc(spans_size or 1)
-            if sealed._spans == NULL:
-                raise MemoryError()  # sealed frees its copy of _data
-            memcpy(sealed._spans, self._spans, spans_size)
-        if sealed._data == NULL:
-            sealed._data = <char *>_shrunk(self._data, self._data_cap, data_size)
-            self._data = self._inline_data
-            self._data_cap = BATCH_INLINE_BYTES
-        if sealed._spans == NULL:
-            sealed._spans = <int64_t *>_shrunk(
-                self._spans, <size_t>(2 * self._spans_cap) * sizeof(int64_t), spans_size)
-            self._spans = self._inline_spans
-            self._spans_cap = BATCH_INLINE_LINES
-        sealed._events = self._events
-        sealed._nbytes = self._nbytes
-        self._events = 0
-        self._nbytes = 0
+        cdef GrowBuf payload = self._payload, spans = self._spans  # to put back on failure
+        # small storage is copied out (it is small); malloc'd storage moves
+        cdef char *payload_block = buf_detach(&self._payload)
+        cdef char *spans_block = buf_detach(&self._spans) if payload_block != NULL else NULL
+        if spans_block == NULL:
+            if payload_block != NULL and payload.data == payload.small:
+                free(payload_block)
+            self._payload = payload
+            self._spans = spans
+            raise MemoryError()
+        _seal_block(&sealed._payload, &payload, payload_block)
+        _seal_block(&sealed._spans, &spans, spans_block)
         return sealed
 
     def __repr__(self):
-        return (f"<BatchBuffer events={self._events} nbytes={self._nbytes} "
+        return (f"<BatchBuffer events={_events(self)} nbytes={self._payload.len} "
                 f"event_limit={self.event_limit} byte_limit={self.byte_limit}>")
 
     cdef inline bint _is_full(self) noexcept:
-        return ((self.event_limit > 0 and self._events >= self.event_limit)
-                or (self.byte_limit > 0 and self._nbytes >= self.byte_limit))
+        return ((self.event_limit > 0 and _events(self) >= self.event_limit)
+                or (self.byte_limit > 0 and self._payload.len >= self.byte_limit))
 
     cdef int _append(self, const char *line, Py_ssize_t n) except -1:
         cdef int64_t *span
-        if (self._view_count or self._nbytes + n > self._data_cap
-                or self._events >= self._spans_cap):
+        if (self._view_count or self._payload.len + n > self._payload.cap
+                or self._spans.len + SPAN_BYTES > self._spans.cap):
             self._make_room(n, 1)
-        memcpy(self._data + self._nbytes, line, <size_t>n)
-        span = self._spans + 2 * self._events
-        span[0] = self._nbytes
-        self._nbytes += n
-        span[1] = self._nbytes
-        self._events += 1
+        memcpy(self._payload.data + self._payload.len, line, <size_t>n)
+        span = <int64_t *>(self._spans.data + self._spans.len)
+        span[0] = self._payload.len
+        self._payload.len += n
+        span[1] = self._payload.len
+        self._spans.len += SPAN_BYTES
         return 0
 
     cdef int _append2(self, const char *a, Py_ssize_t na,
                       const char *b, Py_ssize_t nb) except -1:
         cdef int64_t *span
-        if (self._view_count or self._nbytes + na + nb > self._data_cap
-                or self._events >= self._spans_cap):
+        if (self._view_count or self._payload.len + na + nb > self._payload.cap
+                or self._spans.len + SPAN_BYTES > self._spans.cap):
             self._make_room(na + nb, 1)
-        memcpy(self._data + self._nbytes, a, <size_t>na)
-        memcpy(self._data + self._nbytes + na, b, <size_t>nb)
-        span = self._spans + 2 * self._events
-        span[0] = self._nbytes
-        self._nbytes += na + nb
-        span[1] = self._nbytes
-        self._events += 1
+        memcpy(self._payload.data + self._payload.len, a, <size_t>na)
+        memcpy(self._payload.data + self._payload.len + na, b, <size_t>nb)
+        span = <int64_t *>(self._spans.data + self._spans.len)
+        span[0] = self._payload.len
+        self._payload.len += na + nb
+        span[1] = self._payload.len
+        self._spans.len += SPAN_BYTES
         return 0
 
     cdef int _make_room(self, Py_ssize_t nbytes, Py_ssize_t nlines) except -1:
-        cdef Py_ssize_t need, cap
-        cdef void *grown
         if self._view_count:
             raise BufferError(_VIEWS_ALIVE)
-        need = self._nbytes + nbytes
-        if need > self._data_cap:
-            cap = max(need, 2 * self._data_cap)
-            if self._data == self._inline_data:
-                grown = PyMem_Malloc(<size_t>cap)
-                if grown != NULL:
-                    memcpy(grown, self._data, <size_t>self._nbytes)
-            else:
-                grown = PyMem_Realloc(self._data, <size_t>cap)
-            if grown == NULL:
-                raise MemoryError()
-            self._data = <char *>grown
-            self._data_cap = cap
-        need = self._events + nlines
-        if need > self._spans_cap:
-            cap = max(need, 2 * self._spans_cap)
-            if self._spans == self._inline_spans:
-                grown = PyMem_Malloc(<size_t>(2 * cap) * sizeof(int64_t))
-                if grown != NULL:
-                    memcpy(grown, self._spans, <size_t>(2 * self._events) * sizeof(int64_t))
-            else:
-                grown = PyMem_Realloc(self._spans, <size_t>(2 * cap) * sizeof(int64_t))
-            if grown == NULL:
-                raise MemoryError()
-            self._spans = <int64_t *>grown
-            self._spans_cap = cap
+        if (buf_reserve(&self._payload, nbytes) < 0
+                or buf_reserve(&self._spans, nlines * SPAN_BYTES) < 0):
+            raise MemoryError()
         return 0
 
     cdef void _truncate(self, Py_ssize_t events) noexcept:
-        if events < self._events:
-            self._events = events
-            self._nbytes = <Py_ssize_t>self._spans[2 * events - 1] if events else 0
+        if events < _events(self):
+            self._spans.len = events * SPAN_BYTES
+            self._payload.len = <Py_ssize_t>_spans_of(self)[2 * events - 1] if events else 0
 
     cdef void _reset_storage(self) noexcept:
-        if self._data != self._inline_data:
-            PyMem_Free(self._data)
-            self._data = self._inline_data
-            self._data_cap = BATCH_INLINE_BYTES
-        if self._spans != self._inline_spans:
-            PyMem_Free(self._spans)
-            self._spans = self._inline_spans
-            self._spans_cap = BATCH_INLINE_LINES
-        self._events = 0
-        self._nbytes = 0
+        buf_free(&self._payload)
+        buf_free(&self._spans)
 
 
 @cython.final
@@ -333,11 +316,11 @@ cdef class SealedBatch(_Lines):
     spans() views stay valid however long they are kept."""
 
     def __dealloc__(self):
-        PyMem_Free(self._data)
-        PyMem_Free(self._spans)
+        buf_free(&self._payload)
+        buf_free(&self._spans)
 
     def __repr__(self):
-        return f"<SealedBatch events={self._events} nbytes={self._nbytes}>"
+        return f"<SealedBatch events={_events(self)} nbytes={self._payload.len}>"
 
 
 @cython.final
@@ -345,8 +328,7 @@ cdef class LineFramer:
     """Splits one connection's byte stream into NDJSON lines."""
 
     def __cinit__(self):
-        self._tail = self._inline_tail
-        self._tail_cap = FRAMER_INLINE_TAIL
+        buf_init(&self._tail, self._inline_tail, FRAMER_INLINE_TAIL)
 
     def __init__(self, Py_ssize_t max_line_bytes=1 << 20):
         if max_line_bytes < 0:
@@ -354,8 +336,7 @@ cdef class LineFramer:
         self.max_line_bytes = max_line_bytes
 
     def __dealloc__(self):
-        if self._tail != self._inline_tail:
-            PyMem_Free(self._tail)
+        buf_free(&self._tail)
 
     @property
     def too_long(self):
@@ -370,7 +351,7 @@ cdef class LineFramer:
     @property
     def pending_bytes(self):
         """Bytes of the unterminated line kept for the next chunk."""
-        return self._tail_len
+        return self._tail.len
 
     def feed(self, chunk, Py_ssize_t start, BatchBuffer out not None):
         """Append the complete lines of chunk[start:] to `out`; returns where it
@@ -387,12 +368,12 @@ cdef class LineFramer:
     def finish(self, BatchBuffer out not None):
         """End of stream: append the unterminated last line, if any, even when
         `out` is full; returns the number of lines appended (0 or 1)."""
-        cdef Py_ssize_t appended = out._events
+        cdef Py_ssize_t appended = _events(out)
         if self._discarding:
             self._discarding = False
-        elif self._tail_len:
+        elif self._tail.len:
             self._emit(NULL, 0, out)
-        return out._events - appended
+        return _events(out) - appended
 
     cdef Py_ssize_t _feed(self, const char *p, Py_ssize_t pos, Py_ssize_t end,
                           BatchBuffer out) except -1:
@@ -417,62 +398,47 @@ cdef class LineFramer:
 
     cdef int _emit(self, const char *seg, Py_ssize_t nseg, BatchBuffer out) except -1:
         # the line is the tail (possibly empty) followed by seg
-        cdef Py_ssize_t ntail = self._tail_len
+        cdef const char *tail = self._tail.data
+        cdef Py_ssize_t ntail = self._tail.len
         if nseg:
             if seg[nseg - 1] == c'\r':
                 nseg -= 1
-        elif ntail and self._tail[ntail - 1] == c'\r':
+        elif ntail and tail[ntail - 1] == c'\r':
             ntail -= 1
         # too long whatever it holds, as when it was cut short by _keep_tail
         if ntail + nseg > self.max_line_bytes:
             self._too_long += 1
             self._lines_seen += 1
-        elif not (_is_blank(self._tail, ntail) and _is_blank(seg, nseg)):
+        elif not (_is_blank(tail, ntail) and _is_blank(seg, nseg)):
             if ntail and nseg:
-                out._append2(self._tail, ntail, seg, nseg)
+                out._append2(tail, ntail, seg, nseg)
             elif ntail:
-                out._append(self._tail, ntail)
+                out._append(tail, ntail)
             else:
                 out._append(seg, nseg)
             self._lines_seen += 1
-        if self._tail_len:
+        if self._tail.len:
             self._reset_tail()
         return 0
 
     cdef int _keep_tail(self, const char *piece, Py_ssize_t n) except -1:
-        cdef Py_ssize_t need = self._tail_len + n, cap
-        cdef void *grown
         if self._discarding:
             return 0
         # one byte of slack: a final "\r" is not part of the line
-        if need - 1 > self.max_line_bytes:
+        if self._tail.len + n - 1 > self.max_line_bytes:
             self._too_long += 1
             self._lines_seen += 1
             self._discarding = True
             self._reset_tail()
             return 0
-        if need > self._tail_cap:
-            cap = max(need, 2 * self._tail_cap)
-            if self._tail == self._inline_tail:
-                grown = PyMem_Malloc(<size_t>cap)
-                if grown != NULL:
-                    memcpy(grown, self._tail, <size_t>self._tail_len)
-            else:
-                grown = PyMem_Realloc(self._tail, <size_t>cap)
-            if grown == NULL:
-                raise MemoryError()
-            self._tail = <char *>grown
-            self._tail_cap = cap
-        memcpy(self._tail + self._tail_len, piece, <size_t>n)
-        self._tail_len = need
+        if buf_append(&self._tail, piece, n) < 0:
+            raise MemoryError()
         return 0
 
     cdef void _reset_tail(self) noexcept:
-        self._tail_len = 0
-        if self._tail != self._inline_tail and self._tail_cap > FRAMER_TAIL_KEEP_BYTES:
-            PyMem_Free(self._tail)
-            self._tail = self._inline_tail
-            self._tail_cap = FRAMER_INLINE_TAIL
+        self._tail.len = 0
+        if self._tail.data != self._tail.small and self._tail.cap > FRAMER_TAIL_KEEP_BYTES:
+            buf_free(&self._tail)
 
 
 def split_json_array(body, BatchBuffer out not None):
@@ -483,7 +449,7 @@ def split_json_array(body, BatchBuffer out not None):
     Raises ValueError, leaving `out` as it was, when body is not one array.
     """
     cdef Py_buffer view
-    cdef Py_ssize_t events = out._events
+    cdef Py_ssize_t events = _events(out)
     PyObject_GetBuffer(body, &view, PyBUF_SIMPLE)
     try:
         return _split_json_array(<const char *>view.buf, view.len, out)
@@ -533,9 +499,7 @@ cdef _array_error(str message):
 cdef Py_ssize_t _split_json_array(const char *p, Py_ssize_t end,
                                   BatchBuffer out) except -1:
     cdef char inline_stack[SPLIT_INLINE_DEPTH]
-    cdef char *stack = inline_stack
-    cdef void *grown
-    cdef Py_ssize_t depth, stack_cap = SPLIT_INLINE_DEPTH
+    cdef GrowBuf stack  # the open '[' and '{' of the current element, innermost last
     cdef Py_ssize_t pos = 0, first, stop, count = 0
     cdef char c
     if end >= 3 and p[0] == <char>0xEF and p[1] == <char>0xBB and p[2] == <char>0xBF:
@@ -546,6 +510,7 @@ cdef Py_ssize_t _split_json_array(const char *p, Py_ssize_t end,
     if p[pos] != c'[':
         raise _array_error(f"expected '[' at byte {pos}, found {_describe(<unsigned char>p[pos])}")
     pos = _skip_ws(p, pos + 1, end)
+    buf_init(&stack, inline_stack, SPLIT_INLINE_DEPTH)
     try:
         if pos < end and p[pos] == c']':
             pos += 1
@@ -558,7 +523,7 @@ cdef Py_ssize_t _split_json_array(const char *p, Py_ssize_t end,
                 if p[pos] == c']':
                     raise _array_error(f"trailing comma before the ']' at byte {pos}")
                 first = pos
-                depth = 0
+                stack.len = 0
                 while pos < end:
                     c = p[pos]
                     if c == c'"':
@@ -568,30 +533,19 @@ cdef Py_ssize_t _split_json_array(const char *p, Py_ssize_t end,
                         pos = stop + 1
                         continue
                     if c == c'[' or c == c'{':
-                        if depth == stack_cap:
-                            stack_cap *= 2
-                            if stack == inline_stack:
-                                grown = PyMem_Malloc(<size_t>stack_cap)
-                                if grown != NULL:
-                                    memcpy(grown, stack, <size_t>depth)
-                            else:
-                                grown = PyMem_Realloc(stack, <size_t>stack_cap)
-                            if grown == NULL:
-                                raise MemoryError()
-                            stack = <char *>grown
-                        stack[depth] = c
-                        depth += 1
+                        if buf_append(&stack, &c, 1) < 0:
+                            raise MemoryError()
                     elif c == c']' or c == c'}':
-                        if depth == 0:
+                        if stack.len == 0:
                             if c == c']':
                                 break
                             raise _array_error(f"unexpected '}}' at byte {pos}: no '{{' is open")
-                        depth -= 1
-                        if stack[depth] != (c'[' if c == c']' else c'{'):
-                            expected = "]" if stack[depth] == c'[' else "}"
+                        stack.len -= 1
+                        if stack.data[stack.len] != (c'[' if c == c']' else c'{'):
+                            expected = "]" if stack.data[stack.len] == c'[' else "}"
                             raise _array_error(
                                 f"mismatched '{chr(c)}' at byte {pos}: expected '{expected}'")
-                    elif c == c',' and depth == 0:
+                    elif c == c',' and stack.len == 0:
                         break
                     pos += 1
                 if pos == end:
@@ -606,8 +560,7 @@ cdef Py_ssize_t _split_json_array(const char *p, Py_ssize_t end,
                     break
                 pos = _skip_ws(p, pos, end)
     finally:
-        if stack != inline_stack:
-            PyMem_Free(stack)
+        buf_free(&stack)
     pos = _skip_ws(p, pos, end)
     if pos != end:
         raise _array_error(f"unexpected {_describe(<unsigned char>p[pos])} at byte {pos} after the closing ']'")

@@ -1,7 +1,7 @@
 # JSON lines -> Arrow columns: the hot path of `ingest.hotpath.encoder`.
 #
-# Table of contents and data layout of _encoder.pyx, which Cython pairs with
-# this file (module ingest.hotpath._encoder). Parsing runs without the GIL over plain
+# Table of contents and data layout of _encoder.pyx and the encoder/*.pxi it
+# includes, which Cython pairs with this file (module ingest.hotpath._encoder). Parsing runs without the GIL over plain
 # C structs: a Parser walks one line, a Table maps its keys to Columns and
 # collects the line's values as Fields, which are checked against the column
 # types and only then appended (a rejected line leaves no trace). After the
@@ -25,13 +25,9 @@
 cimport cython
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
 
+from ingest.hotpath._growbuf cimport GrowBuf
+
 include "encoder_consts.pxi"
-
-
-cdef struct GrowBuf:
-    char *data              # malloc'd bytes; NULL until the first write
-    Py_ssize_t len          # bytes in use
-    Py_ssize_t cap          # bytes allocated; while data is NULL, the size to allocate first
 
 
 cdef struct Column:
@@ -171,19 +167,12 @@ cdef class Encoder:
     cdef list _error_list(self)                 # this call's LineErrors as (line, reason)
 
 
-# C functions of _encoder.pyx, in file order (why not declared: see the top).
-# Unless noted they are `noexcept nogil`; int results are 0 = ok, -1 = error
-# with Parser.error set or out of memory. "inline": `cdef inline`.
+# C functions of _encoder.pyx, by the file that has them (why not declared: see
+# the top). Unless noted they are `noexcept nogil`; int results are 0 = ok, -1 =
+# error with Parser.error set or out of memory. "inline": `cdef inline`. GrowBuf
+# and buf_reserve/append/free/detach are _growbuf.pxd's.
 #
-# growable buffers and bitmaps
-#   int buf_reserve(GrowBuf *buf, Py_ssize_t extra)       room for `extra` more bytes
-#   int buf_grow(GrowBuf *buf, Py_ssize_t need)           realloc, doubling (the slow half of buf_reserve)
-#   int buf_append(GrowBuf *buf, const void *src, Py_ssize_t n)  inline
-#   void buf_free(GrowBuf *buf)
-#   int bitmap_extend(GrowBuf *bits, Py_ssize_t nbits)    cover nbits bits, the new ones 0
-#   void bitmap_set(GrowBuf *bits, Py_ssize_t i)          inline
-#
-# syntax: one line, no Python objects
+# encoder/syntax.pxi: one line, no Python objects
 #   int fail(Parser *ps, int code, Py_ssize_t at)         inline: records the error, returns -1
 #   void skip_ws(Parser *ps)                              inline
 #   bint is_digit(unsigned char c)                        inline
@@ -208,6 +197,12 @@ cdef class Encoder:
 #   int scan_literal(Parser *ps, const char *word, Py_ssize_t n)
 #   int scan_key(Parser *ps)                              a nested key and its ':'
 #   int skip_value(Parser *ps, int depth)                 any value, iteratively, with the depth limit
+#   int validate_all(Parser *ps, const unsigned char *data, const int64_t *spans,
+#                    Py_ssize_t nlines, GrowBuf *errors)  the loop of validate_lines()
+#   Py_ssize_t check_spans(const int64_t *spans, Py_ssize_t nlines, Py_ssize_t size)
+#                                                         first span outside the data, or -1
+#
+# encoder/datetime.pxi: dates and timestamps
 #   int two_digits(const unsigned char *s)                inline: 0-99, or -1
 #   int64_t days_from_civil(int64_t year, int month, int day)
 #                                                         inline: days since 1970-01-01
@@ -219,15 +214,13 @@ cdef class Encoder:
 #                                                         0001-9999 in UTC (one caller, parse_field)
 #   bint timestamp_syntax(const unsigned char *s, Py_ssize_t n, int64_t *micros)
 #                                                         inline: ISO-8601 -> µs since the epoch, UTC
-#   int validate_all(Parser *ps, const unsigned char *data, const int64_t *spans,
-#                    Py_ssize_t nlines, GrowBuf *errors)  the loop of validate_lines()
-#   Py_ssize_t check_spans(const int64_t *spans, Py_ssize_t nlines, Py_ssize_t size)
-#                                                         first span outside the data, or -1
+#
+# encoder/reasons.pxi (with the GIL)
 #   str reason(const LineError *e, str name, int max_depth, bytes value=None)
 #                                                         with the GIL: a LineError's reason string
 #                                                         (value: the quoted value, E_NOT_TIMESTAMP)
 #
-# the table: key lookup, per-line fields, type check, commit
+# encoder/table.pxi: key lookup, per-line fields, type check, commit
 #   int table_init(Table *t)
 #   void table_free(Table *t)
 #   uint64_t hash_name(const char *name, Py_ssize_t n)    FNV-1a
@@ -250,7 +243,9 @@ cdef class Encoder:
 #   int table_finish_batch(Table *t)                      pad every typed column to the row count
 #   void table_discard_batch(Table *t)                    drop the batch (after running out of memory)
 #
-# columns
+# encoder/columns.pxi: bitmaps and columns
+#   int bitmap_extend(GrowBuf *bits, Py_ssize_t nbits)    cover nbits bits, the new ones 0
+#   void bitmap_set(GrowBuf *bits, Py_ssize_t i)          inline
 #   int column_pad(Column *c, Py_ssize_t rows)            append nulls up to `rows` (a struct's
 #                                                         children too)
 #   int column_append(Column *c, const Field *field)      inline: append one checked value
@@ -261,7 +256,7 @@ cdef class Encoder:
 #   void column_reset(Column *c)                          empty the batch's rows
 #   void column_widen(Column *c)                          int64 -> float64 in place
 #
-# declared columns
+# encoder/declared.pxi: declared columns
 #   int field_kind(const Field *f)                        inline: the JsonKind of a parsed value
 #   int declared_error(LineError *err, int code, int expected, int got)
 #                                                         inline: fills err, returns -1
@@ -282,10 +277,13 @@ cdef class Encoder:
 #   int render_path(GrowBuf *out, const Column *root, const Frame *frames, Py_ssize_t n)
 #                                                         "root.key[3]" as UTF-8
 #
-# Python side (with the GIL)
+# encoder/export.pxi: ArrowBuffer (declared above)
+#
+# _encoder.pyx itself: the Python side (with the GIL), then the Encoder class
 #   const unsigned char[::1] bytes_view(object data)      any bytes-like input, as bytes
 #   const int64_t[::1] spans_view(object spans)           any bytes-like input, as int64
 #   int check_input(const int64_t[::1] spans, Py_ssize_t size) except -1
 #                                                         ValueError for bad spans
 #   int check_max_depth(int max_depth) except -1          ValueError outside 1..MAX_DEPTH_LIMIT
 #   def validate_lines(data, spans, int max_depth=64)     module-level, syntax only, no schema
+

@@ -1,6 +1,7 @@
 # Constants of the JSON -> Arrow encoder (included by _encoder.pxd).
-# The pure-Python reference (ingest/_reference/encoder.py) spells the same
-# type names and reasons out as strings; keep the two in step.
+# The pure-Python reference (ingest/hotpath/reference/encoder.py) spells the
+# same type names out as strings; the reason texts of the ErrorCodes are in
+# ingest/hotpath/reasons.py, used by both.
 
 
 cdef enum FieldType:
@@ -66,11 +67,10 @@ cdef enum ErrorCode:
 
 
 cdef enum:
-    BUFFER_MIN_SIZE = 64          # first allocation of a growable buffer, bytes
     HASH_MIN_SLOTS = 64           # first size of the column-name hash table
     MAX_TEXT_BYTES = 2147483647   # int32 offsets: text bytes of one column in one batch
     MAX_DEPTH_LIMIT = 100000      # largest max_depth an Encoder accepts
     MAX_LIST_ELEMENTS = 2147483647  # int32 offsets: elements of one list node in one batch
     # Width of one event (the reference spells out the same numbers):
     MAX_EVENT_KEYS = 10000        # keys of the top-level object (repeats count); nesting is max_depth
-    QUOTED_VALUE_BYTES = 64       # bytes of a value quoted in a reason (longer ones end in "...")
+    QUOTED_VALUE_BYTES = 64       # = reasons.QUOTED_VALUE_BYTES: a value's bytes quoted in a reason

@@ -79,12 +79,12 @@ ingest/schema.py for the type strings):
 from __future__ import annotations
 
 import datetime
-import json
 import math
 import re
 
 import pyarrow as pa
 
+from ingest.hotpath import reasons
 from ingest.hotpath.protocols import EncodeResult
 from ingest.schema import JSON_METADATA, DeclaredType, declared_types
 
@@ -106,8 +106,6 @@ MAX_LIST_ELEMENTS = 2**31 - 1  # int32 offsets
 MIN_MICROS, MAX_MICROS = -62135596800000000, 253402300799999999  # years 0001-9999
 # Width of one event (encoder_consts.pxi has the same numbers):
 MAX_EVENT_KEYS = 10_000  # keys of the top-level object (repeats count); nesting is max_depth
-QUOTED_VALUE_BYTES = 64  # bytes of a value quoted in a reason (longer ones end in "...")
-TIMESTAMP_FORMAT = "YYYY-MM-DDTHH:MM:SS[.fraction][Z|+HH:MM|-HH:MM]"
 DATE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})")
 
 BOM = b"\xef\xbb\xbf"
@@ -130,7 +128,7 @@ class LineRejected(Exception):
 
 class JsonSyntaxError(LineRejected):
     def __init__(self, at: int, what: str):
-        super().__init__(f"invalid JSON at byte {at}: {what}")
+        super().__init__(reasons.syntax(at, what))
 
 
 # ---------------------------------------------------------------------------
@@ -177,13 +175,10 @@ def timestamp_syntax(text: str) -> int | None:
 
 def timestamp_rejection(path: str, text: str) -> LineRejected:
     """Why a string does not go in a timestamp column: out of range, or not
-    ISO-8601 (quoting its first QUOTED_VALUE_BYTES bytes)."""
+    ISO-8601 (quoting its first reasons.QUOTED_VALUE_BYTES bytes)."""
     if timestamp_syntax(text) is not None:
-        return LineRejected(f"field '{path}': timestamp out of range (years 0001-9999)")
-    raw = text.encode("utf-8")
-    shown = raw[:QUOTED_VALUE_BYTES].decode("utf-8", "ignore") + ("..." if len(raw) > QUOTED_VALUE_BYTES else "")
-    return LineRejected(f"field '{path}': {json.dumps(shown, ensure_ascii=False)} is not an ISO-8601 timestamp"
-                        f" ({TIMESTAMP_FORMAT})")
+        return LineRejected(reasons.timestamp_range(path))
+    return LineRejected(reasons.not_timestamp(path, text.encode("utf-8")))
 
 
 def parse_date(text: str) -> int | None:
@@ -235,7 +230,7 @@ class LineParser:
     def peek(self) -> int:
         """The next byte; the line must not end here."""
         if self.pos >= self.n:
-            raise JsonSyntaxError(self.n, "unexpected end of line")
+            raise JsonSyntaxError(self.n, reasons.END_OF_LINE)
         return self.s[self.pos]
 
     def hex4(self, at: int) -> int | None:
@@ -256,13 +251,13 @@ class LineParser:
             parts.append(plain.group().decode("utf-8"))
             pos = plain.end()
             if pos >= n:
-                raise JsonSyntaxError(n, "unexpected end of line")
+                raise JsonSyntaxError(n, reasons.END_OF_LINE)
             c = s[pos]
             if c == ord('"'):
                 self.pos = pos + 1
                 return "".join(parts)
             if c < 0x20:
-                raise JsonSyntaxError(pos, "control character in string")
+                raise JsonSyntaxError(pos, reasons.CONTROL_CHAR)
             char, used = self.escape(pos)
             parts.append(char)
             pos += used
@@ -273,16 +268,16 @@ class LineParser:
         if kind in SIMPLE_ESCAPES:
             return SIMPLE_ESCAPES[kind], 2
         if kind != ord("u"):
-            raise JsonSyntaxError(at, "invalid escape")
+            raise JsonSyntaxError(at, reasons.BAD_ESCAPE)
         code = self.hex4(at + 2)
         if code is None:
-            raise JsonSyntaxError(at, "invalid escape")
+            raise JsonSyntaxError(at, reasons.BAD_ESCAPE)
         if 0xDC00 <= code <= 0xDFFF:
-            raise JsonSyntaxError(at, "lone surrogate")
+            raise JsonSyntaxError(at, reasons.LONE_SURROGATE)
         if 0xD800 <= code <= 0xDBFF:
             low = self.hex4(at + 8) if self.s[at + 6:at + 8] == b"\\u" else None
             if low is None or not 0xDC00 <= low <= 0xDFFF:
-                raise JsonSyntaxError(at, "lone surrogate")
+                raise JsonSyntaxError(at, reasons.LONE_SURROGATE)
             return chr(0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00)), 12
         return chr(code), 6
 
@@ -297,18 +292,18 @@ class LineParser:
             return at
 
         if pos >= n or s[pos] not in DIGITS:
-            raise JsonSyntaxError(start, "invalid number")
+            raise JsonSyntaxError(start, reasons.BAD_NUMBER)
         if s[pos] == ord("0"):
             pos += 1
             if pos < n and s[pos] in DIGITS:
-                raise JsonSyntaxError(start, "invalid number")  # leading zero
+                raise JsonSyntaxError(start, reasons.BAD_NUMBER)  # leading zero
         else:
             pos = digits_from(pos)
         is_float = False
         if pos < n and s[pos] == ord("."):
             is_float = True
             if pos + 1 >= n or s[pos + 1] not in DIGITS:
-                raise JsonSyntaxError(start, "invalid number")
+                raise JsonSyntaxError(start, reasons.BAD_NUMBER)
             pos = digits_from(pos + 1)
         if pos < n and s[pos] in b"eE":
             is_float = True
@@ -316,7 +311,7 @@ class LineParser:
             if pos < n and s[pos] in b"+-":
                 pos += 1
             if pos >= n or s[pos] not in DIGITS:
-                raise JsonSyntaxError(start, "invalid number")
+                raise JsonSyntaxError(start, reasons.BAD_NUMBER)
             pos = digits_from(pos)
         self.pos = pos
         text = s[start:pos].decode("ascii")
@@ -329,19 +324,19 @@ class LineParser:
         start = self.pos
         for k, expected in enumerate(word):
             if start + k >= self.n:
-                raise JsonSyntaxError(self.n, "unexpected end of line")
+                raise JsonSyntaxError(self.n, reasons.END_OF_LINE)
             if self.s[start + k] != expected:
-                raise JsonSyntaxError(start, "invalid literal")
+                raise JsonSyntaxError(start, reasons.BAD_LITERAL)
         self.pos = start + len(word)
 
     def key_and_colon(self) -> str:
         """A key (whitespace before it skipped) and the ':' after it."""
         if self.peek() != ord('"'):
-            raise JsonSyntaxError(self.pos, "expected string key")
+            raise JsonSyntaxError(self.pos, reasons.EXPECTED_KEY)
         key = self.string()
         self.skip_ws()
         if self.peek() != ord(":"):
-            raise JsonSyntaxError(self.pos, "expected ':'")
+            raise JsonSyntaxError(self.pos, reasons.EXPECTED_COLON)
         self.pos += 1
         return key
 
@@ -358,7 +353,7 @@ class LineParser:
             c = self.peek()
             if c in b"{[":
                 if depth + len(stack) + 1 > self.max_depth:
-                    raise LineRejected(f"nesting deeper than {self.max_depth}")
+                    raise LineRejected(reasons.too_deep(self.max_depth))
                 stack.append(c)
                 self.pos += 1
                 self.skip_ws()
@@ -377,7 +372,7 @@ class LineParser:
             elif c == ord("-") or c in DIGITS:
                 self.number()
             else:
-                raise JsonSyntaxError(self.pos, "expected value")
+                raise JsonSyntaxError(self.pos, reasons.EXPECTED_VALUE)
             # A value ended: close containers until one continues with ','.
             while stack:
                 self.skip_ws()
@@ -392,8 +387,8 @@ class LineParser:
                     self.pos += 1
                     stack.pop()
                     continue
-                raise JsonSyntaxError(self.pos, "expected ',' or '}'" if stack[-1] == ord("{")
-                                      else "expected ',' or ']'")
+                raise JsonSyntaxError(self.pos, reasons.EXPECTED_COMMA_BRACE if stack[-1] == ord("{")
+                                      else reasons.EXPECTED_COMMA_BRACKET)
             if not stack:
                 return
 
@@ -425,7 +420,7 @@ class LineParser:
         if c == ord("-") or c in DIGITS:
             number = self.number()
             return Value("int64" if isinstance(number, int) else "float64", number)
-        raise JsonSyntaxError(start, "expected value")
+        raise JsonSyntaxError(start, reasons.EXPECTED_VALUE)
 
     def line(self) -> dict[str, Value]:
         """The whole line: its top-level fields, in order of first appearance."""
@@ -434,10 +429,10 @@ class LineParser:
             self.pos = len(BOM)
         self.skip_ws()
         if self.pos >= self.n:
-            raise LineRejected("empty line")
+            raise LineRejected(reasons.empty_line())
         if s[self.pos] != ord("{"):
             self.skip_value(0)
-            raise LineRejected("top-level value is not an object")
+            raise LineRejected(reasons.not_object())
         self.pos += 1
         self.skip_ws()
         fields: dict[str, Value] = {}
@@ -448,16 +443,16 @@ class LineParser:
             while True:
                 self.skip_ws()
                 if self.peek() != ord('"'):
-                    raise JsonSyntaxError(self.pos, "expected string key")
+                    raise JsonSyntaxError(self.pos, reasons.EXPECTED_KEY)
                 keys += 1
                 if keys > MAX_EVENT_KEYS:
-                    raise LineRejected(f"more than {MAX_EVENT_KEYS} fields in one event")
+                    raise LineRejected(reasons.too_many_keys(MAX_EVENT_KEYS))
                 key = self.string()
                 if not key:
-                    raise LineRejected("field name is empty")
+                    raise LineRejected(reasons.empty_key())
                 self.skip_ws()
                 if self.peek() != ord(":"):
-                    raise JsonSyntaxError(self.pos, "expected ':'")
+                    raise JsonSyntaxError(self.pos, reasons.EXPECTED_COLON)
                 self.pos += 1
                 self.skip_ws()
                 fields[key] = self.field_value()  # a repeated key: last value, first place
@@ -468,10 +463,10 @@ class LineParser:
                     continue
                 if c == ord("}"):
                     break
-                raise JsonSyntaxError(self.pos - 1, "expected ',' or '}'")
+                raise JsonSyntaxError(self.pos - 1, reasons.EXPECTED_COMMA_BRACE)
         self.skip_ws()
         if self.pos < self.n:
-            raise JsonSyntaxError(self.pos, "expected end of line")
+            raise JsonSyntaxError(self.pos, reasons.EXPECTED_END)
         return fields
 
 
@@ -480,7 +475,7 @@ def parse_line(line: bytes, max_depth: int) -> dict[str, Value]:
     try:
         line.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise LineRejected(f"invalid UTF-8 at byte {error.start}") from None
+        raise LineRejected(reasons.utf8(error.start)) from None
     return LineParser(line, max_depth).line()
 
 
@@ -548,7 +543,7 @@ class Node:
 
 
 def _mismatch(path: str, expected: str, kind: str) -> LineRejected:
-    return LineRejected(f"field '{path}': expected {expected}, got {kind}")
+    return LineRejected(reasons.type_conflict(path, expected, kind))
 
 
 def _number_kind(raw: bytes) -> str:
@@ -618,11 +613,11 @@ class Converter:
             return token
         if want == "int64" and kind == "integer":
             if isinstance(token, float):  # outside int64
-                raise LineRejected(f"field '{path}': integer out of int64 range")
+                raise LineRejected(reasons.int_range(path))
             return token
         if want == "float64" and kind in ("integer", "number"):
             if math.isinf(token):
-                raise LineRejected(f"field '{path}': number out of range for DOUBLE")
+                raise LineRejected(reasons.number_range(path))
             return float(token)
         if want == "string" and kind == "string":
             self.add_text(node, path, len(token.encode("utf-8")))
@@ -636,12 +631,12 @@ class Converter:
             if kind == "integer":
                 if isinstance(token, float) or not (
                         MIN_MICROS // node.divisor <= token <= MAX_MICROS // node.divisor):
-                    raise LineRejected(f"field '{path}': timestamp out of range (years 0001-9999)")
+                    raise LineRejected(reasons.timestamp_range(path))
                 return token
         if want == "date" and kind == "string":
             days = parse_date(token)
             if days is None:
-                raise LineRejected(f"field '{path}': string is not a YYYY-MM-DD date")
+                raise LineRejected(reasons.not_date(path))
             return days
         raise _mismatch(path, want, kind)
 
@@ -656,7 +651,7 @@ class Converter:
         while True:
             element = f"{path}[{len(items)}]"
             if node.elements >= MAX_LIST_ELEMENTS:
-                raise LineRejected(f"field '{element}': over {MAX_LIST_ELEMENTS} list elements in one batch")
+                raise LineRejected(reasons.list_too_long(element, MAX_LIST_ELEMENTS))
             node.elements += 1
             items.append(self.convert(node.item, element, depth + 1))
             p.skip_ws()
@@ -679,7 +674,7 @@ class Converter:
             child = node.fields.get(key)
             if child is None:
                 if self.strict:
-                    raise LineRejected(f"field '{path}.{key}' is not declared")
+                    raise LineRejected(reasons.undeclared(f"{path}.{key}"))
                 p.skip_value(depth + 1)
             else:
                 if key in before:  # repeated: the earlier value no longer counts
@@ -696,7 +691,7 @@ class Converter:
     @staticmethod
     def add_text(node: Node, path: str, size: int) -> None:
         if node.text + size > MAX_TEXT_BYTES:
-            raise LineRejected(f"field '{path}': over 2 GiB of text in one batch")
+            raise LineRejected(reasons.text_too_large(path))
         node.text += size
 
 
@@ -778,7 +773,7 @@ class Encoder:
         for name, value in fields.items():
             node = self._declared.get(name)
             if node is None and self.strict:
-                raise LineRejected(f"field '{name}' is not declared")
+                raise LineRejected(reasons.undeclared(name))
             if value.type is None:
                 continue
             if node is not None:
@@ -786,15 +781,15 @@ class Encoder:
                 converted[name] = converter.value(node, name, value.start)
                 continue
             if value.type == "float64" and math.isinf(value.value):
-                raise LineRejected(f"field '{name}': number out of range for DOUBLE")
+                raise LineRejected(reasons.number_range(name))
             kind = self._types.get(name, value.type)
             if kind == "timestamp" and value.type == "string":
                 raise timestamp_rejection(name, value.text)
             if not _fits(kind, value.type):
-                raise LineRejected(f"field '{name}': expected {kind}, got {value.type}")
+                raise LineRejected(reasons.type_conflict(name, kind, value.type))
             if kind in ("string", "json"):
                 if text_bytes.get(name, 0) + len(value.text.encode("utf-8")) > MAX_TEXT_BYTES:
-                    raise LineRejected(f"field '{name}': over 2 GiB of text in one batch")
+                    raise LineRejected(reasons.text_too_large(name))
         return converted
 
     def _batch(self, rows: list[tuple[dict, dict[str, Value]]]) -> pa.RecordBatch | None:
