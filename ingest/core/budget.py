@@ -28,8 +28,12 @@ class PausedInputs:
     def __len__(self) -> int:
         return len(self._waiting)
 
-    def add(self, owner: object, resume: Callable[[], None]) -> None:
-        self._waiting[owner] = resume
+    def hold(self, paused: bool, owner: object, resume: Callable[[], None]) -> None:
+        """`resume` runs now unless `paused`; then once `resume_all` is called."""
+        if paused:
+            self._waiting[owner] = resume
+        else:
+            resume()
 
     def forget(self, owner: object) -> None:
         self._waiting.pop(owner, None)
@@ -94,10 +98,7 @@ class MemoryBudget:
 
     def wait_for_room(self, owner: object, resume: Callable[[], None]) -> None:
         """`resume` runs once the streams may read again."""
-        if self.streams_paused:
-            self._paused.add(owner, resume)
-        else:
-            resume()
+        self._paused.hold(self.streams_paused, owner, resume)
 
     def forget(self, owner: object) -> None:
         self._paused.forget(owner)

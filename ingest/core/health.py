@@ -46,10 +46,7 @@ class SinkHealth:
 
     def wait_for_recovery(self, owner: object, resume: Callable[[], None]) -> None:
         """`resume` runs once the sink takes writes again."""
-        if self.failing:
-            self._paused.add(owner, resume)
-        else:
-            resume()
+        self._paused.hold(self.failing, owner, resume)
 
     def forget(self, owner: object) -> None:
         self._paused.forget(owner)
