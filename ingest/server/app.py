@@ -124,15 +124,14 @@ class IngestServer:
                 self.wal, self.router, self.dead_letters, self._pools[2], self.budget, self.receipts,
                 self.idempotency, settings.idempotency_window).run(ledger)
             self.wal.open(self.loop)
-        self.pipeline(settings.tcp_table)
-        tcp = await self._listen("TCP", settings.tcp_port, lambda: TcpIngestProtocol(
-            self.pipeline(settings.tcp_table), settings.max_line_bytes, self.budget, self._tcp_connections, self.wal,
-            self.sink_health))
         intake = IntakeContext(
             pipeline=self.pipeline, budget=self.budget, wal=self.wal, sink_health=self.sink_health,
             receipts=self.receipts, idempotency=self.idempotency, webhooks=self.webhooks,
             draining=lambda: self.draining, max_body_bytes=settings.max_body_bytes,
             max_line_bytes=settings.max_line_bytes, observe_http=self.metrics.observe_http)
+        self.pipeline(settings.tcp_table)
+        tcp = await self._listen("TCP", settings.tcp_port,
+                                 lambda: TcpIngestProtocol(intake, settings.tcp_table, self._tcp_connections))
         router = http_router(intake, AdminContext(
             stats=self.stats, metrics=self.metrics.render, query=self.query_arrow, receipts=self.receipts,
             draining=lambda: self.draining, sink_health=self.sink_health, sink_name=self.sink.name))

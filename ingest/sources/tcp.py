@@ -13,10 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from ingest.core.budget import MemoryBudget
-from ingest.hotpath.buffer import LineFramer
 from ingest.durability.wal import RETRY_SECONDS as WAL_RETRY_SECONDS
-from ingest.core.pipeline import TablePipeline
+from ingest.hotpath.buffer import LineFramer
+from ingest.sources.base import IntakeContext
 
 log = logging.getLogger("ingest.tcp")
 
@@ -24,13 +23,12 @@ log = logging.getLogger("ingest.tcp")
 class TcpIngestProtocol(asyncio.Protocol):
     """Hands one connection's bytes to the table's pipeline, which frames them straight into its batch buffer."""
 
-    def __init__(self, pipeline: TablePipeline, max_line_bytes: int, budget: MemoryBudget, connections: set,
-                 wal=None, sink_health=None):
-        self._pipeline = pipeline
-        self._sink_health = sink_health
-        self._wal = wal
-        self._framer = LineFramer(max_line_bytes)
-        self._budget = budget
+    def __init__(self, intake: IntakeContext, table: str, connections: set):
+        self._pipeline = intake.pipeline(table)
+        self._sink_health = intake.sink_health
+        self._wal = intake.wal
+        self._framer = LineFramer(intake.max_line_bytes)
+        self._budget = intake.budget
         self._connections = connections
         self._too_long_counted = 0
         self.transport: asyncio.Transport | None = None
@@ -48,7 +46,7 @@ class TcpIngestProtocol(asyncio.Protocol):
         if self._budget.streams_paused:
             self.transport.pause_reading()
             self._budget.wait_for_room(self, self._resume)
-        elif self._sink_health is not None and self._sink_health.failing:
+        elif self._sink_health.failing:
             self.transport.pause_reading()
             self._sink_health.wait_for_recovery(self, self._resume)
         elif self._wal is not None and self._wal.unavailable:
@@ -72,8 +70,7 @@ class TcpIngestProtocol(asyncio.Protocol):
 
     def _forget(self) -> None:
         self._budget.forget(self)
-        if self._sink_health is not None:
-            self._sink_health.forget(self)
+        self._sink_health.forget(self)
 
     def _finish(self) -> None:
         self._pipeline.finish_stream(self._framer)
