@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import re
 import signal
 import socket
 import subprocess
@@ -19,8 +18,8 @@ import tempfile
 import time
 
 from ingest.testing.corpus import ndjson
+from ingest.testing.server_process import parse_listening
 
-LISTENING = re.compile(r"tcp=([^:]+):(\d+) http=[^:]+:(\d+)")
 
 
 def stats(host: str, port: int, table: str) -> dict:
@@ -51,8 +50,7 @@ def main() -> None:
              "--sink", args.sink, "--batch-events", str(args.batch_events)],
             stdout=subprocess.PIPE, text=True,
         )
-        host, tcp_port, http_port = LISTENING.search(server.stdout.readline()).groups()
-        tcp_port, http_port = int(tcp_port), int(http_port)
+        host, tcp_port, http_port = parse_listening(server.stdout.readline())
         table = "events" if args.source == "tcp" else "bench"
         started = time.perf_counter()
         if args.source == "tcp":

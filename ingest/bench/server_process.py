@@ -6,14 +6,14 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import re
 import select
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
-LISTENING = re.compile(r"^ingest: listening tcp=(?P<host>[^:]+):(?P<tcp>\d+) http=[^:]+:(?P<http>\d+)$")
+from ingest.testing.server_process import parse_listening
+
 START_TIMEOUT = 60
 STOP_TIMEOUT = 120
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -130,13 +130,11 @@ class ServerUnderTest:
             stdout=subprocess.PIPE, stderr=self._log, text=True, env=child_environment(),
         )
         line = self._first_line()
-        match = LISTENING.match(line.strip())
-        if not match:
+        listening = parse_listening(line)
+        if listening is None:
             self.stop()
             raise BenchError(f"the server did not start (it said {line.strip()!r}); its log ends:\n{self.log_tail()}")
-        self.host = match["host"]
-        self.tcp_port = int(match["tcp"])
-        self.http_port = int(match["http"])
+        self.host, self.tcp_port, self.http_port = listening
         self.probe = ProcessProbe(self.proc.pid)
         self.stats = StatsClient(self.host, self.http_port)
 

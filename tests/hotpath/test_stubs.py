@@ -21,8 +21,7 @@ INSTANCES = {
     "LineFramer": lambda: compiled_buffer.LineFramer(),
     "_Lines": lambda: compiled_buffer.BatchBuffer(),
     "Encoder": lambda: compiled_encoder.Encoder("t"),
-    "ArrowBuffer": None,
-}
+}  # ArrowBuffer is made only inside the encoder's export: its names are checked, not its attributes
 # PEP 688's name for the buffer protocol; Python 3.11 exposes no such attribute
 NOT_ATTRIBUTES = {"__buffer__"}
 
@@ -149,12 +148,9 @@ def stub_member_names(name: str, class_name: str) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("name, class_name, node", list(class_cases()))
+@pytest.mark.parametrize("name, class_name, node", [case for case in class_cases() if case.values[1] in INSTANCES])
 def test_read_only_and_writable_attributes(name, class_name, node):
-    make = INSTANCES[class_name]
-    if make is None:
-        pytest.skip(f"no public way to make a {class_name}")
-    obj = make()
+    obj = INSTANCES[class_name]()
     for member in node.body:
         if isinstance(member, ast.FunctionDef) and is_property(member):
             with pytest.raises(AttributeError):
