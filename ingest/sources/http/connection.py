@@ -18,7 +18,7 @@ from ingest.sources.base import IntakeContext
 from ingest.sources.formats.compression import CorruptBody, UnsupportedEncoding, decompressor
 from ingest.sources.http.responses import (RETRY_LATER, HttpError, Reply, error_reply, refusal_reason, render,
                                            render_response)
-from ingest.sources.http.router import Request, Router
+from ingest.sources.http.router import Match, Request, Router
 
 log = logging.getLogger("ingest.http")
 
@@ -64,6 +64,7 @@ class HttpIngestProtocol(asyncio.Protocol):
         self._closing = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self.transport: asyncio.Transport | None = None
+        self.peer = "?"  # host:port of the client, once connected
         self._reset()
 
     def _reset(self) -> None:
@@ -74,12 +75,16 @@ class HttpIngestProtocol(asyncio.Protocol):
         self._inflate = None
         self._early_error: HttpError | None = None
         self._reserved: int | None = None  # bytes of the memory budget this body holds while it is read
+        self._match: Match | None = None  # the route, found once the headers are in
+        self._match_path = ""
 
     # asyncio.Protocol
 
     def connection_made(self, transport):
         self._loop = asyncio.get_running_loop()
         self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
         self._connections.add(self)
 
     def connection_lost(self, exc):
@@ -117,7 +122,9 @@ class HttpIngestProtocol(asyncio.Protocol):
         self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
-        route = self._router.find(self._parser.get_method().decode("latin-1"), self._path())
+        self._match_path = self._path()
+        self._match = self._router.match(self._parser.get_method().decode("latin-1"), self._match_path)
+        route = self._match.route
         if route is not None and route.admit is not None:
             # Refuse before the body is read into memory: it is discarded as it arrives.
             self._early_error = route.admit()
@@ -180,7 +187,7 @@ class HttpIngestProtocol(asyncio.Protocol):
                 return
             answer = self._dispatch(url, body)
         future = self._loop.create_future()
-        self._responses.append((future, self._router.template(self._path())))
+        self._responses.append((future, self._template()))
         if isinstance(answer, Reply):
             future.set_result(render(answer, keep_alive))
         else:
@@ -191,17 +198,23 @@ class HttpIngestProtocol(asyncio.Protocol):
 
     # requests
 
+    def _template(self) -> str:
+        """The request's route template, its label in the metrics."""
+        return self._match.template if self._match is not None else self._router.template(self._path())
+
     def _path(self) -> str:
         return self._url.split(b"?", 1)[0].decode("latin-1")
 
     def _dispatch(self, url, body: bytes) -> Reply | asyncio.Future:
         """The route's answer: a Reply now, or a future of one. An HttpError
         is the client's answer; any other exception is a bug (answered 500)."""
-        method = self._parser.get_method().decode("latin-1")
+        method, path = self._parser.get_method().decode("latin-1"), url.path.decode("latin-1")
+        match = self._match if path == self._match_path else self._router.match(method, path)  # absolute-form URLs
         try:
-            route, params = self._router.resolve(method, url.path.decode("latin-1"))
-            answer = route.handler(Request(method, url.path.decode("latin-1"), params, url.query, self._headers,
-                                           body, self.peer))
+            if match.error is not None:
+                raise match.error
+            route = match.route
+            answer = route.handler(Request(method, path, match.params, url.query, self._headers, body, self.peer))
         except HttpError as exc:
             return error_reply(exc)
         if isinstance(answer, Reply):
@@ -267,7 +280,7 @@ class HttpIngestProtocol(asyncio.Protocol):
         self._release()
         future = self._loop.create_future()
         future.set_result(render(error_reply(error), keep_alive=False))
-        self._responses.append((future, self._router.template(self._path())))
+        self._responses.append((future, self._template()))
         self._closing = True
         self._write_ready()
 
@@ -292,7 +305,4 @@ class HttpIngestProtocol(asyncio.Protocol):
         status, body, content_type, *headers = task.result()
         return render_response(status, body, content_type, keep_alive, headers[0] if headers else ())
 
-    @property
-    def peer(self) -> str:
-        peer = self.transport.get_extra_info("peername") if self.transport else None
-        return f"{peer[0]}:{peer[1]}" if peer else "?"
+

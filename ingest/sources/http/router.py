@@ -3,15 +3,14 @@ Routes; the connection asks the router which one a request is for."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Awaitable, Callable, Iterable
+from typing import Awaitable, Callable, Iterable, NamedTuple
 
 from ingest.sources.http.responses import HttpError, Reply
 
 OTHER = "other"  # the route label of a path no route serves
 
 
-@dataclass(frozen=True)
-class Request:
+class Request(NamedTuple):  # one per request: a tuple is the cheapest record to build
     method: str
     path: str
     params: dict  # the path template's placeholders, e.g. {"table": "events"}
@@ -39,6 +38,13 @@ class Route:
         """The fixed part of a template that ends in a placeholder."""
         head, brace, tail = self.template.partition("{")
         return head if brace and tail.endswith("}") and "/" not in tail else None
+
+
+class Match(NamedTuple):
+    template: str  # the route template, or "other": the request's metric label
+    route: Route | None
+    params: dict
+    error: HttpError | None  # 404 or 405 when no route serves the method and path
 
 
 class Router:
@@ -71,24 +77,22 @@ class Router:
                 return next(iter(methods.values())).template, methods, {name: path[len(prefix):]}
         return None
 
+    def match(self, method: str, path: str) -> Match:
+        """What serves a request, looked up once when its headers are in."""
+        found = self._lookup(path)
+        if found is None:
+            return Match(OTHER, None, {}, HttpError(404, f"no such endpoint {path!r}; {self._hint}"))
+        template, methods, params = found
+        route = methods.get(method)
+        if route is None:
+            allowed = list(methods)
+            return Match(template, None, params,
+                         HttpError(405, f"use {' or '.join(allowed)}", headers=(("Allow", ", ".join(allowed)),)))
+        return Match(template, route, params, None)
+
     def template(self, path: str) -> str:
         """The route template a path falls under ("other" when none): a metric
         label that stays bounded whatever clients send."""
         found = self._lookup(path)
         return found[0] if found else OTHER
 
-    def find(self, method: str, path: str) -> Route | None:
-        found = self._lookup(path)
-        return found[1].get(method) if found else None
-
-    def resolve(self, method: str, path: str) -> tuple[Route, dict]:
-        """The route and its placeholders; HttpError 404 or 405 when there is none."""
-        found = self._lookup(path)
-        if found is None:
-            raise HttpError(404, f"no such endpoint {path!r}; {self._hint}")
-        _, methods, params = found
-        route = methods.get(method)
-        if route is None:
-            allowed = list(methods)
-            raise HttpError(405, f"use {' or '.join(allowed)}", headers=(("Allow", ", ".join(allowed)),))
-        return route, params
