@@ -51,7 +51,10 @@ class build_py_with_pxd(build_py):
 
     def run(self):
         super().run()
+        if getattr(self, "editable_mode", False):  # an editable install reads the source tree, ext/ included
+            return
         target = os.path.join(self.build_lib, "ingest", "hotpath")
+        self.mkpath(target)
         for path in glob(f"{HOTPATH}/*.pxd") + glob(f"{HOTPATH}/*.pxi"):
             self.copy_file(path, os.path.join(target, os.path.basename(path)))
 
