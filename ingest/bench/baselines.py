@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from ingest.hotpath import buffer
 from ingest.sinks.duckdb import DuckDBSink
 from ingest.schema import is_json_field
-from ingest.sinks.duckdb.sql import duckdb_type, quote_identifier
+from ingest.sinks.sql import duckdb_type, quote_identifier
 
 BASELINES = ("pyarrow", "duckdb-read-ndjson", "duckdb-row-insert", "encoder")
 REPEATS = 3  # the parse-only and encode-only figures, single-threaded and short: best of 3

@@ -7,9 +7,8 @@ from pathlib import Path
 from ingest.server.config import Settings
 from ingest.server.state import DataDirInUse, DataDirLock
 from ingest.core.deadletter import DeadLetterStore
+from ingest.durability.recovery import WAL_DAMAGE_TABLE
 from ingest.durability.wal import repair, scan_segment, segment_paths, sequence_gaps
-
-DAMAGE_TABLE = "_wal"
 
 
 def add_parser(subparsers) -> None:
@@ -51,9 +50,9 @@ def run(args) -> int:
     store = DeadLetterStore(settings.data_dir / "deadletter")
     with lock:
         found = repair(settings.wal_dir, lambda d: store.put_rejected(
-            DAMAGE_TABLE, [d.raw], [d.reason], f"wal {d.segment.name} byte {d.offset}", "write-ahead log damage"))
+            WAL_DAMAGE_TABLE, [d.raw], [d.reason], f"wal {d.segment.name} byte {d.offset}", "write-ahead log damage"))
     for damage in found:
         print(f"{damage.segment.name} byte {damage.offset}: {damage.reason}: "
-              + ("truncated" if damage.torn_tail else f"moved to {store.directory / DAMAGE_TABLE}"))
+              + ("truncated" if damage.torn_tail else f"moved to {store.directory / WAL_DAMAGE_TABLE}"))
     print(f"repaired {len(found)} damaged place(s)")
     return 0

@@ -53,8 +53,9 @@ from ingest.client.post import post_ndjson
 from ingest.client.shipper import DEFAULT_URL
 from ingest.client.threaded import Client
 from ingest.client.wire import encode_event
+from ingest.protocol import WAIT_MODES
 
 __all__ = [
     "ABANDONED", "DEFAULT_URL", "AsyncClient", "Client", "ClientClosed", "Failure", "FlushTimeout", "IngestError",
-    "QueueFull", "RequestTooLarge", "RetryPolicy", "encode_event", "post_ndjson",
+    "QueueFull", "RequestTooLarge", "RetryPolicy", "WAIT_MODES", "encode_event", "post_ndjson",
 ]

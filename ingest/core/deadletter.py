@@ -30,7 +30,7 @@ import pyarrow as pa
 from ingest.core.batch import BatchId
 from ingest.schema import is_json_field
 
-log = logging.getLogger("ingest.core.deadletter")
+log = logging.getLogger("ingest.deadletter")
 
 REJECTED = "rejected"
 FAILED = "failed"

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from ingest.core.budget import PausedInputs
 
-log = logging.getLogger("ingest.core.pipeline")
+log = logging.getLogger("ingest.pipeline")
 
 
 class SinkHealth:

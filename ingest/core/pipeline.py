@@ -35,7 +35,7 @@ from ingest.core.receipts import Receipt
 from ingest.hotpath.buffer import BatchBuffer
 from ingest.hotpath.encoder import Encoder
 
-log = logging.getLogger("ingest.core.pipeline")
+log = logging.getLogger("ingest.pipeline")
 
 ENCODED_QUEUE_DEPTH = 2  # encoded batches waiting for the sink, per table
 DEAD_LETTER_RETRY_SECONDS = 1.0  # a dead-letter write that fails is tried again after this

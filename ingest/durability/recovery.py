@@ -25,7 +25,7 @@ from ingest.core.receipts import IdempotencyKeys, Receipt, ReceiptBook
 from ingest.core.router import Router
 from ingest.durability.wal import ARROW, Damage, WriteAheadLog
 
-log = logging.getLogger("ingest.durability.recovery")
+log = logging.getLogger("ingest.server")  # the name these lines had before recovery moved out of the server
 
 WAL_DAMAGE_TABLE = "_wal"  # where unreadable write-ahead-log records are kept
 

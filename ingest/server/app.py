@@ -32,15 +32,15 @@ from ingest.core.receipts import IdempotencyKeys, ReceiptBook
 from ingest.core.router import Router
 from ingest.server.webhooks import Webhooks
 from ingest.core.ports import QueryInterrupted
-from ingest.sinks.duckdb.sql import RunningQuery
-from ingest.sinks.registry import open_sink
+from ingest.sinks.sql import RunningQuery
+from ingest.sinks.registry import SINKS, open_sink
 from ingest.durability.recovery import Recovery
 from ingest.durability.wal import WriteAheadLog
 from ingest.sources.base import AdminContext, IntakeContext
 from ingest.sources.http import HttpIngestProtocol, http_router
 from ingest.sources.tcp import TcpIngestProtocol
 
-log = logging.getLogger("ingest.server.app")
+log = logging.getLogger("ingest.server")
 
 
 EVENT_LOOP = os.environ.get("INGEST_EVENT_LOOP", "uvloop")  # asyncio: run on stock asyncio instead
@@ -88,8 +88,7 @@ class IngestServer:
             self.wal = WriteAheadLog(settings.wal_dir, settings.wal_fsync, settings.wal_fsync_interval,
                                      settings.wal_segment_bytes)
         cores = os.cpu_count() or 2
-        # DuckDB has one writer connection; Parquet files are independent.
-        writers = 1 if self.sink.name == "duckdb" else settings.max_flushes_in_flight
+        writers = 1 if SINKS[settings.sink].single_writer else settings.max_flushes_in_flight
         self._pools = [
             ThreadPoolExecutor(cores, thread_name_prefix="encode"),
             ThreadPoolExecutor(writers, thread_name_prefix="sink"),

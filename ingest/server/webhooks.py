@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 from ingest.backoff import full_jitter
 
-log = logging.getLogger("ingest.server.webhooks")
+log = logging.getLogger("ingest.webhooks")
 
 SIGNATURE_HEADER = "Ingest-Signature"
 QUEUE_LIMIT = 10_000  # notices waiting per destination; past it a notice is recorded as failed, ingestion never waits

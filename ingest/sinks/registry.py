@@ -14,6 +14,7 @@ class SinkKind:
     open: Callable  # (settings) -> Sink
     has_data: Callable  # (settings) -> bool: this sink wrote into the data directory
     query: Callable  # (settings, sql) -> pa.Table, with no server running
+    single_writer: bool = False  # one write at a time (DuckDB's one writer connection), whatever --max-flushes-in-flight
 
 
 def _open_duckdb(settings):
@@ -43,7 +44,8 @@ def register(kind: SinkKind) -> None:
     SINKS[kind.name] = kind
 
 
-register(SinkKind("duckdb", _open_duckdb, lambda settings: settings.duckdb_path.exists(), _query_duckdb))
+register(SinkKind("duckdb", _open_duckdb, lambda settings: settings.duckdb_path.exists(), _query_duckdb,
+                  single_writer=True))
 register(SinkKind("parquet", _open_parquet, lambda settings: settings.parquet_dir.exists(), _query_parquet))
 
 
@@ -61,4 +63,4 @@ def query_offline(settings, sql: str):
     for kind in SINKS.values():
         if kind.has_data(settings):
             return kind.query(settings, sql)
-    return SINKS[settings.sink].query(settings, sql)
+    return SINKS["parquet"].query(settings, sql)  # nothing landed yet: views over no files, without creating a database

@@ -9,12 +9,10 @@ Idempotency keys that outlive their segments are in ingest/durability/keys.py.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 from ingest.durability.keys import KEYS_FILE, KeysFile
 from ingest.durability.wal.files import IOV_MAX, OS, Files
 from ingest.durability.wal.record import (
-    ARROW, BODY_HEAD, BODY_HEAD_V2, KEY_MARK, KEYED, KIND_NAMES, LINES, MAX_BODY, PREFIX, TOMBSTONE, TOMBSTONE_META,
+    ARROW, BODY_HEAD, BODY_HEAD_V2, KEYED, KIND_NAMES, LINES, MAX_BODY, PREFIX, TOMBSTONE,
     VERSION, Record, batch_record_parts, body_parts, claimed_events, decode_body, decode_v2_body, encode_record, events_in,
     is_tombstone, parts_of, record_parts, tombstone_parts,
 )
@@ -26,21 +24,12 @@ from ingest.durability.wal.segment import (
 from ingest.durability.wal.writer import FSYNC_MODES, RETRY_SECONDS, WalUnavailable, WriteAheadLog
 
 
-def write_all(fd: int, parts: list, size: int) -> None:
-    """os.writev until every byte is written (Files.write_all on the real OS)."""
-    OS.write_all(fd, parts, size)
-
-
-def fsync_directory(directory: Path) -> None:
-    OS.fsync_directory(directory)
-
-
 __all__ = [
     "ARROW", "BODY_HEAD", "BODY_HEAD_V2", "FSYNC_MODES", "HEADER_SIZE", "HEADER_TAIL", "IOV_MAX", "KEYED", "KEYS_FILE",
-    "KEY_MARK", "KIND_NAMES", "LINES", "MAGIC", "MAX_BODY", "OS", "PREFIX", "READABLE_VERSIONS", "RETRY_SECONDS",
-    "TOMBSTONE", "TOMBSTONE_META", "VERSION", "VERSION_1_HEADER", "body_parts", "Damage", "Files", "Gap", "KeysFile", "Record",
+    "KIND_NAMES", "LINES", "MAGIC", "MAX_BODY", "OS", "PREFIX", "READABLE_VERSIONS", "RETRY_SECONDS",
+    "TOMBSTONE", "VERSION", "VERSION_1_HEADER", "body_parts", "Damage", "Files", "Gap", "KeysFile", "Record",
     "SegmentScan", "WalUnavailable", "WriteAheadLog", "batch_record_parts", "claimed_events", "decode_body",
-    "decode_v2_body", "drop_kept_damage", "encode_record", "events_in", "fsync_directory", "is_tombstone",
+    "decode_v2_body", "drop_kept_damage", "encode_record", "events_in", "is_tombstone",
     "parts_of", "record_parts", "repair", "rewrite_segment", "scan_segment", "segment_header", "segment_number",
-    "segment_paths", "sequence_gaps", "tombstone_parts", "truncate_torn_tail", "write_all",
+    "segment_paths", "sequence_gaps", "tombstone_parts", "truncate_torn_tail",
 ]

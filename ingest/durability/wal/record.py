@@ -49,7 +49,6 @@ KIND_NAMES = {LINES: "lines", ARROW: "arrow", TOMBSTONE: "tombstone"}
 KEYED = 0x01
 
 KEY_MARK = b'"key":'  # formats 1 and 2 only: in a keyed request's meta
-TOMBSTONE_META = b'{"damaged":true}'  # formats 1 and 2 only: a tombstone's meta
 NO_SPANS = np.zeros(0, np.int64)
 
 

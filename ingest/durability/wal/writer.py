@@ -40,7 +40,7 @@ from ingest.durability.wal.segment import (
     sequence_gaps, truncate_torn_tail,
 )
 
-log = logging.getLogger("ingest.durability.wal")
+log = logging.getLogger("ingest.wal")
 
 FSYNC_MODES = ("always", "interval", "off")
 RETRY_SECONDS = 1.0  # after a failed append, inputs hold off this long before trying again
@@ -311,10 +311,6 @@ class WriteAheadLog:
             log.debug("wal: deleted %s, every record in it settled", path.name)
 
     # idempotency keys outlive the segments that logged them (durability/keys.py)
-
-    @property
-    def keys_path(self) -> Path:
-        return self._keys.path
 
     def saved_keys(self) -> list[bytes]:
         """The keys file's entries (each the meta of a logged request)."""

@@ -11,7 +11,7 @@ import duckdb
 import pyarrow as pa
 
 from ingest.core.batch import BatchId, Ledger
-from ingest.sinks.duckdb.sql import RunningQuery, duckdb_type, query_arrow, quote_identifier
+from ingest.sinks.sql import RunningQuery, duckdb_type, query_arrow, quote_identifier
 from ingest.sinks.identity import ColumnRefused, TableNames, fold, normalise_columns
 
 BATCH_VIEW = "__ingest_batch"

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ingest.core.batch import BatchId, Ledger
-from ingest.sinks.duckdb.sql import RunningQuery, query_arrow, quote_identifier
+from ingest.sinks.sql import RunningQuery, query_arrow, quote_identifier
 from ingest.sinks.identity import ColumnRefused, TableNames, fold, normalise_columns
 
 log = logging.getLogger("ingest.sinks.parquet")

@@ -13,7 +13,7 @@ import math
 from urllib.parse import parse_qs
 
 from ingest.core.receipts import IdempotencyConflict
-from ingest.durability.wal import WalUnavailable
+from ingest.core.ports import LogUnavailable
 from ingest.protocol import DEFAULT_WAIT, WAIT_MODES, table_name_problem
 from ingest.server.webhooks import CallbackRefused
 from ingest.sources import formats
@@ -194,12 +194,16 @@ class IngestApi:
             logged = (json_body({**meta, "receipt": receipt.id, "created": receipt.created, "callback": callback})[:-1]
                       + b',"reply":' + json_body(document) + b"}")
             try:
-                lsn = pipeline.append_lines(decoded.lines, decoded.rejected, receipt=receipt, meta=logged, keyed="key" in meta)
-            except WalUnavailable as exc:  # nothing was buffered: the refusal is whole
+                if decoded.batch is not None:  # a columnar body: its rows skip the encoder
+                    lsn = pipeline.append_batch(decoded.batch, receipt=receipt, meta=logged, keyed="key" in meta)
+                else:
+                    lsn = pipeline.append_lines(decoded.lines, decoded.rejected, receipt=receipt, meta=logged,
+                                                keyed="key" in meta)
+            except LogUnavailable as exc:  # nothing was buffered: the refusal is whole
                 receipts.withdraw(receipt)
                 raise HttpError(503, f"the write-ahead log cannot be written ({exc}); nothing was accepted, retry later",
                                 headers=RETRY_LATER) from None
-        if errors:
+        if errors and decoded.lines is not None:  # a columnar decoder keeps what it could not read itself
             pipeline.rejected_at_source([decoded.lines.line(i) for i, _ in errors], [reason for _, reason in errors],
                                         f"http {request.peer} POST /v1/ingest/{table}")
         return (400 if accepted == 0 and errors else 200), document, lsn, receipt
