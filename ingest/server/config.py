@@ -45,7 +45,7 @@ class Settings:
     shutdown_grace: int = field(default=30, metadata={"help": "seconds SIGTERM waits for buffers to land before dead-lettering the rest"})
     sink_delay_ms: int = field(default=0, metadata={"help": "fault injection: extra ms each sink write takes (to test backpressure)"})
     wal: str = field(default="on", metadata={"help": "write-ahead log: on or off (off: a crash loses what has not landed)"})
-    wal_fsync: str = field(default="interval", metadata={"help": "always: fsync before each ack; interval: every --wal-fsync-interval ms, acks wait for it; off: never"})
+    wal_fsync: str = field(default="always", metadata={"help": "always: every record fsynced before its ack, by group commit (an fsync starts as soon as records are written and none is in flight; what comes meanwhile shares the next); interval: every --wal-fsync-interval ms, acks wait for it (bounds the fsync rate); off: never"})
     wal_fsync_interval: int = field(default=20, metadata={"help": "ms between write-ahead-log fsyncs in interval mode"})
     wal_segment_bytes: int = field(default=64 << 20, metadata={"help": "write-ahead-log segment size"})
     receipt_retention: int = field(default=3600, metadata={"help": "seconds a settled receipt stays queryable at GET /v1/receipts/{id}"})

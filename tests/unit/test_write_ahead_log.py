@@ -383,3 +383,43 @@ def test_an_old_segment_is_repaired_into_format_3(tmp_path):
     assert two.version == 3 and not two.damage
     assert [(r.lsn, r.kind) for r in two.records] == [(3, TOMBSTONE), (4, TOMBSTONE), (5, LINES), (6, LINES)]
     assert two.records[3].meta.startswith(b'{"receipt":"r-fixture-6"')
+
+
+class GatedDisk(Files):
+    """The real OS, whose fsyncs wait at a gate the test opens and are counted."""
+
+    def __init__(self):
+        import threading
+
+        self.gate = threading.Event()
+        self.gate.set()
+        self.started = threading.Semaphore(0)  # released as each fsync begins
+        self.fsyncs = 0
+
+    def fsync(self, fd):
+        self.started.release()
+        self.gate.wait(10)
+        self.fsyncs += 1
+        super().fsync(fd)
+
+
+def test_group_commit_starts_an_fsync_at_once_and_what_comes_meanwhile_shares_the_next(tmp_path):
+    disk = GatedDisk()
+
+    async def group_commit():
+        wal = await opened(tmp_path, fsync="always", files=disk)
+        loop = asyncio.get_running_loop()
+        disk.fsyncs = 0
+        disk.gate.clear()
+        first = wal.append("t", *spans_and_data(event(1)))  # nobody waits for it: it is fsynced all the same
+        assert await loop.run_in_executor(None, disk.started.acquire, True, 10)
+        later = [wal.append("t", *spans_and_data(event(i))) for i in (2, 3, 4)]
+        waits = [wal.synced(lsn) for lsn in (first, *later)]
+        assert all(w is not None for w in waits)
+        disk.gate.set()
+        await asyncio.gather(*waits)
+        assert disk.fsyncs == 2  # one for the first record, one shared by the three written while it ran
+        assert all(wal.synced(lsn) is None for lsn in (first, *later))
+        wal.close()
+
+    run(group_commit)
