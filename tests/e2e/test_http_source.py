@@ -200,3 +200,29 @@ def test_every_answer_is_counted_by_route_and_refusals_are_logged(start_server):
         assert re.search(rf"WARNING ingest.http: refused {re.escape(status)} from 127\.0\.0\.1:\d+: .*{reason}", log), status
     assert log.count("refused 404 other") < 22  # rate-limited
     assert server.stop() == 0
+
+
+def read_head(sock: socket.socket) -> bytes:
+    """Reads until the end of one response head (what curl waits for after Expect: 100-continue)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"the server closed after {data!r}"
+        data += chunk
+    return data
+
+
+def test_expect_100_continue_is_answered_so_large_uploads_do_not_stall(start_server):
+    server = start_server()
+    body = ndjson(12_000)  # over 1 MB: curl sends Expect: 100-continue and waits up to a second for it
+    assert len(body) > 1 << 20
+    with socket.create_connection((server.host, server.http_port)) as sock:
+        sock.sendall(b"POST /v1/ingest/uploads HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\n"
+                     b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body))
+        interim = read_head(sock)
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"  # before any byte of the body was sent
+        sock.sendall(body)
+        head = read_head(sock)
+        assert head.startswith(b"HTTP/1.1 200 ")
+    server.wait_landed("uploads", 12_000)
+    assert server.stop() == 0

@@ -324,3 +324,31 @@ def test_a_router_refuses_two_routes_for_one_method_and_path():
         Router([Route("GET", "/echo", echo), Route("GET", "/echo", echo)], "")
     with pytest.raises(ValueError, match="only a trailing"):
         Router([Route("GET", "/items/{id}/parts", echo)], "")
+
+
+def test_expect_100_continue_is_answered_before_the_body_is_sent():
+    async def scenario():
+        connection = Connection([Route("POST", "/echo", echo)])
+        body = b"x" * 100
+        head, _, _ = request("POST", "/echo", body, "Expect: 100-continue").partition(b"\r\n\r\n")
+        connection.send(head + b"\r\n\r\n")
+        assert bytes(connection.transport.written) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        connection.send(body)
+        connection.transport.written = connection.transport.written[len(b"HTTP/1.1 100 Continue\r\n\r\n"):]
+        (answer,) = await connection.answered(1)
+        assert answer.status == 200 and answer.json()["body"] == body.decode()
+        assert not connection.transport.closed
+    run(scenario)
+
+
+def test_expect_100_continue_gets_the_refusal_at_once_instead_of_waiting_for_the_body():
+    async def scenario():
+        refusal = HttpError(503, "not now", headers=(("Retry-After", "1"),))
+        for path, status in (("/guarded", 503), ("/nowhere", 404)):
+            connection = Connection([Route("POST", "/guarded", echo, admit=lambda: refusal)])
+            head, _, _ = request("POST", path, b"x" * 100, "Expect: 100-continue").partition(b"\r\n\r\n")
+            connection.send(head + b"\r\n\r\n")
+            (answer,) = await connection.answered(1)
+            assert answer.status == status and b"100 Continue" not in connection.transport.written
+            assert connection.transport.eof_written  # the body will not come: the connection ends
+    run(scenario)

@@ -22,6 +22,7 @@ from ingest.sources.http.router import Match, Request, Router
 
 log = logging.getLogger("ingest.http")
 
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"  # the interim answer to Expect: 100-continue
 LINGER_SECONDS = 5  # how long a refused client may go on sending before we close
 REFUSAL_LOG_INTERVAL = 10  # seconds: at most one log line per route and status in that time
 
@@ -124,6 +125,19 @@ class HttpIngestProtocol(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         self._match_path = self._path()
         self._match = self._router.match(self._parser.get_method().decode("latin-1"), self._match_path)
+        self._check_before_body()
+        if self._closing or self._headers.get("expect", "").lower() != "100-continue":
+            return
+        # The client waits for our word before it sends the body (curl does for bodies over 1 MB).
+        refusal = self._early_error or self._match.error
+        if refusal is not None:
+            self._answer_and_close(refusal)  # its body never comes: the answer ends the connection
+        elif not self._responses:  # an interim answer may not overtake earlier requests' answers
+            self.transport.write(CONTINUE)
+
+    def _check_before_body(self) -> None:
+        """What can be refused before the body is read: the route's own
+        check, the declared length, the encoding, the memory budget."""
         route = self._match.route
         if route is not None and route.admit is not None:
             # Refuse before the body is read into memory: it is discarded as it arrives.
