@@ -407,14 +407,15 @@ def test_group_commit_starts_an_fsync_at_once_and_what_comes_meanwhile_shares_th
     disk = GatedDisk()
 
     async def group_commit():
-        wal = await opened(tmp_path, fsync="always", files=disk)
+        wal = await opened(tmp_path, fsync="always", fsync_interval_ms=600_000, files=disk)  # no timer in the way
         loop = asyncio.get_running_loop()
         disk.fsyncs = 0
         disk.gate.clear()
-        first = wal.append("t", *spans_and_data(event(1)))  # nobody waits for it: it is fsynced all the same
+        first = wal.append("t", *spans_and_data(event(1)))
+        first_wait = wal.synced(first)  # an ack waits: the fsync starts now, not on a tick
         assert await loop.run_in_executor(None, disk.started.acquire, True, 10)
         later = [wal.append("t", *spans_and_data(event(i))) for i in (2, 3, 4)]
-        waits = [wal.synced(lsn) for lsn in (first, *later)]
+        waits = [first_wait, *(wal.synced(lsn) for lsn in later)]
         assert all(w is not None for w in waits)
         disk.gate.set()
         await asyncio.gather(*waits)
@@ -423,3 +424,17 @@ def test_group_commit_starts_an_fsync_at_once_and_what_comes_meanwhile_shares_th
         wal.close()
 
     run(group_commit)
+
+
+def test_records_nobody_waits_for_are_synced_by_the_timer(tmp_path):
+    disk = GatedDisk()
+
+    async def unwaited():
+        wal = await opened(tmp_path, fsync="always", fsync_interval_ms=1, files=disk)
+        disk.fsyncs = 0
+        lsn = wal.append("t", *spans_and_data(event(1)))  # a TCP read: no ack waits for it
+        assert await asyncio.get_running_loop().run_in_executor(None, disk.started.acquire, True, 10)
+        await wal.durable(lsn)
+        wal.close()
+
+    run(unwaited)

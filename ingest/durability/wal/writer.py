@@ -146,7 +146,7 @@ class WriteAheadLog:
             self._rotate()
         except OSError as exc:
             self._failed(exc)
-        if self.fsync == "interval":
+        if self.fsync != "off":  # `always` too: records nobody waits for (TCP, wait=none) are synced this soon
             self._ticker = loop.call_later(self._interval, self._tick)
 
     def append(self, table: str, spans: np.ndarray, data, meta: bytes = b"", keyed: bool = False) -> int:
@@ -201,8 +201,6 @@ class WriteAheadLog:
         self._written_lsn = lsn
         if self.fsync == "off":
             self._synced_lsn = lsn
-        elif self.fsync == "always":
-            self._start_sync()  # group commit: starts now unless one is in flight, which the next one follows
 
     def _failed(self, exc: OSError) -> None:
         if self._failed_at is None:
@@ -237,10 +235,11 @@ class WriteAheadLog:
 
     def _start_sync(self) -> None:
         """Group commit: one fsync covers every record written before it
-        started. In `always` mode one starts as soon as a record is written
-        and none is in flight, so at low load an ack costs about one fsync
-        and under load fsyncs batch by themselves; `interval` starts them on
-        a timer instead, to bound how often the disk is flushed."""
+        started. In `always` mode one starts as soon as an ack waits for a
+        record and none is in flight, so at low load an ack costs about one
+        fsync and under load fsyncs batch by themselves; records nobody waits
+        for (TCP, wait=none) are synced by the timer. `interval` syncs on the
+        timer only, to bound how often the disk is flushed."""
         if self._sync_running or self._fd is None:
             return
         if self._written_lsn <= self._synced_lsn:
@@ -269,8 +268,8 @@ class WriteAheadLog:
             else:
                 still.append((lsn, waiter))
         self._waiters = still
-        if self.fsync == "always" and self._written_lsn > self._synced_lsn:
-            self._start_sync()  # what was written while this fsync ran shares the next one
+        if still and self.fsync == "always":
+            self._start_sync()  # what was waited for while this fsync ran shares the next one
 
     def _rotate(self) -> None:
         """Closes the current segment (fsynced) and starts the next one,
