@@ -352,3 +352,16 @@ def test_expect_100_continue_gets_the_refusal_at_once_instead_of_waiting_for_the
             assert answer.status == status and b"100 Continue" not in connection.transport.written
             assert connection.transport.eof_written  # the body will not come: the connection ends
     run(scenario)
+
+
+def test_an_absolute_form_url_is_routed_checked_and_counted_like_its_path():
+    async def scenario():
+        refusal = HttpError(503, "not now", headers=(("Retry-After", "1"),))
+        connection = Connection([Route("POST", "/guarded", echo, admit=lambda: refusal), Route("POST", "/echo", echo)])
+        connection.send(request("POST", "http://test/guarded", b"x" * 100)
+                        + request("POST", "http://test/echo?x=1", b"ok"))
+        refused, ok = await connection.answered(2)
+        assert refused.status == 503  # the route's check before the body applies whatever the URL's form
+        assert ok.json() == {"method": "POST", "path": "/echo", "params": {}, "body": "ok"}
+        assert connection.counted == [("/guarded", 503), ("/echo", 200)]
+    run(scenario)

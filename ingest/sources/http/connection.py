@@ -76,8 +76,8 @@ class HttpIngestProtocol(asyncio.Protocol):
         self._inflate = None
         self._early_error: HttpError | None = None
         self._reserved: int | None = None  # bytes of the memory budget this body holds while it is read
-        self._match: Match | None = None  # the route, found once the headers are in
-        self._match_path = ""
+        self._url_parts = None  # the URL parsed once the headers are in: path and query
+        self._match: Match | None = None  # the route, found from that path
 
     # asyncio.Protocol
 
@@ -123,8 +123,14 @@ class HttpIngestProtocol(asyncio.Protocol):
         self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
-        self._match_path = self._path()
-        self._match = self._router.match(self._parser.get_method().decode("latin-1"), self._match_path)
+        try:
+            self._url_parts = httptools.parse_url(self._url)
+        except httptools.HttpParserInvalidURLError as exc:
+            self._answer_and_close(HttpError(400, f"malformed HTTP request: {exc}"))
+            return
+        # origin-form ("/v1/...") and absolute-form ("http://host/v1/...") alike: routed by the path
+        self._match = self._router.match(self._parser.get_method().decode("latin-1"),
+                                         self._url_parts.path.decode("latin-1"))
         self._check_before_body()
         if self._closing or self._headers.get("expect", "").lower() != "100-continue":
             return
@@ -191,15 +197,7 @@ class HttpIngestProtocol(asyncio.Protocol):
         body = b"".join(self._body)
         self._body = []
         self._release()  # the body is read: once buffered, the pipeline counts its lines
-        if self._early_error is not None:
-            answer = error_reply(self._early_error)
-        else:
-            try:
-                url = httptools.parse_url(self._url)
-            except httptools.HttpParserInvalidURLError as exc:
-                self._answer_and_close(HttpError(400, f"malformed HTTP request: {exc}"))
-                return
-            answer = self._dispatch(url, body)
+        answer = error_reply(self._early_error) if self._early_error is not None else self._dispatch(body)
         future = self._loop.create_future()
         self._responses.append((future, self._template()))
         if isinstance(answer, Reply):
@@ -219,16 +217,16 @@ class HttpIngestProtocol(asyncio.Protocol):
     def _path(self) -> str:
         return self._url.split(b"?", 1)[0].decode("latin-1")
 
-    def _dispatch(self, url, body: bytes) -> Reply | asyncio.Future:
+    def _dispatch(self, body: bytes) -> Reply | asyncio.Future:
         """The route's answer: a Reply now, or a future of one. An HttpError
         is the client's answer; any other exception is a bug (answered 500)."""
-        method, path = self._parser.get_method().decode("latin-1"), url.path.decode("latin-1")
-        match = self._match if path == self._match_path else self._router.match(method, path)  # absolute-form URLs
+        match, url = self._match, self._url_parts
         try:
             if match.error is not None:
                 raise match.error
             route = match.route
-            answer = route.handler(Request(method, path, match.params, url.query, self._headers, body, self.peer))
+            answer = route.handler(Request(route.method, url.path.decode("latin-1"), match.params, url.query,
+                                           self._headers, body, self.peer))
         except HttpError as exc:
             return error_reply(exc)
         if isinstance(answer, Reply):
