@@ -6,13 +6,15 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ingest.client import IngestError, RetryPolicy, post_ndjson
 from ingest.server.config import Settings
 from ingest.server.state import DataDirInUse, DataDirLock, running_server
-from ingest.core.deadletter import DeadLetterStore, Entry
 
-REPLAY_RETRY = RetryPolicy(max_retries=30)  # a replay waits out a busy server (429/503) this many times
+if TYPE_CHECKING:
+    from ingest.core.deadletter import DeadLetterStore, Entry
+
+REPLAY_RETRIES = 30  # a replay waits out a busy server (429/503) this many times
 REPLAY_CHUNK_BYTES = 8 << 20
 
 
@@ -42,6 +44,8 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
+    from ingest.core.deadletter import DeadLetterStore  # pyarrow: loaded when a dead-letter command runs
+
     store = DeadLetterStore(Settings(data_dir=args.data_dir).data_dir / "deadletter")
     return {"list": _list, "show": _show, "replay": _replay, "purge": _purge}[args.action](store, args)
 
@@ -87,6 +91,8 @@ def _show(store: DeadLetterStore, args) -> int:
 
 
 def _replay(store: DeadLetterStore, args) -> int:
+    from ingest.client import IngestError, RetryPolicy, post_ndjson
+
     server = running_server(args.data_dir)
     if server is None:
         print(f"ingest deadletter: no server is running on {args.data_dir}; start `ingest serve "
@@ -112,7 +118,7 @@ def _replay(store: DeadLetterStore, args) -> int:
                     # a key per file and chunk: a replay cut short and run again is not ingested twice
                     reply = post_ndjson(server.http_url, entry.table, b"".join(chunk),
                                         idempotency_key=f"replay:{entry.table}/{entry.path.name}:{chunks}",
-                                        retry=REPLAY_RETRY, timeout=120)
+                                        retry=RetryPolicy(max_retries=REPLAY_RETRIES), timeout=120)
                 except (OSError, IngestError) as exc:
                     print(f"ingest deadletter: replay of {entry.path.name} stopped: {exc}", file=sys.stderr)
                     return 1

@@ -8,12 +8,15 @@ import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pyarrow as pa
 
 from ingest.server import config
 from ingest.server.config import Settings
 from ingest.server.state import running_server
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 def add_parser(subparsers) -> None:
@@ -47,6 +50,8 @@ class QueryError(Exception):
 
 def run_query(data_dir: Path, sql: str) -> pa.Table:
     """Through the running server if there is one, else straight from the files."""
+    import pyarrow as pa  # loaded for a query, not for every `ingest` command
+
     server = running_server(data_dir)
     if server is not None:
         request = urllib.request.Request(f"{server.http_url}/v1/query", data=sql.encode(), method="POST",

@@ -6,9 +6,6 @@ from pathlib import Path
 
 from ingest.server.config import Settings
 from ingest.server.state import DataDirInUse, DataDirLock
-from ingest.core.deadletter import DeadLetterStore
-from ingest.durability.recovery import WAL_DAMAGE_TABLE
-from ingest.durability.wal import repair, scan_segment, segment_paths, sequence_gaps
 
 
 def add_parser(subparsers) -> None:
@@ -23,6 +20,10 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
+    from ingest.core.deadletter import DeadLetterStore  # the log's modules load when the command runs
+    from ingest.durability.recovery import WAL_DAMAGE_TABLE
+    from ingest.durability.wal import repair, scan_segment, segment_paths, sequence_gaps
+
     settings = Settings(data_dir=args.data_dir)
     paths = segment_paths(settings.wal_dir) if settings.wal_dir.is_dir() else []
     if args.action == "check":

@@ -13,7 +13,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ingest.durability.wal import FSYNC_MODES as WAL_FSYNC_MODES
+from ingest.durability import FSYNC_MODES as WAL_FSYNC_MODES
 from ingest.protocol import table_name_problem
 from ingest.server.state import state_path
 from ingest.sinks.registry import SINKS

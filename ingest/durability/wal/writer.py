@@ -32,6 +32,7 @@ import numpy as np
 import pyarrow as pa
 
 from ingest.core.ports import LogUnavailable
+from ingest.durability import FSYNC_MODES
 from ingest.durability.keys import KeysFile
 from ingest.durability.wal.files import OS, Files
 from ingest.durability.wal.record import KEYED, MAX_BODY, Record, batch_record_parts, is_tombstone, record_parts
@@ -42,7 +43,6 @@ from ingest.durability.wal.segment import (
 
 log = logging.getLogger("ingest.wal")
 
-FSYNC_MODES = ("always", "interval", "off")
 RETRY_SECONDS = 1.0  # after a failed append, inputs hold off this long before trying again
 
 
