@@ -15,6 +15,7 @@ are imported only once a bench runs.
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import sys
 
@@ -26,15 +27,18 @@ def extra_installed() -> bool:
     return all(importlib.util.find_spec(name) is not None for name in EXTRA_MODULES)
 
 
-def run(options) -> int:
-    """Runs the bench described by `options` (a `runner.BenchOptions`); 0 when every case and baseline ran,
-    2 when the [bench] extra is not installed."""
+def run(flags: dict, command: str) -> int:
+    """Runs the bench that `ingest bench`'s parsed flags describe (`command`: the command line, for the
+    report); 0 when every case and baseline ran, 2 when the [bench] extra is not installed."""
     if not extra_installed():
         print(MISSING_EXTRA, file=sys.stderr)
         return 2
     from ingest.bench import report
-    from ingest.bench.runner import Bench
+    from ingest.bench.runner import Bench, BenchOptions
     from ingest.bench.server_process import BenchError
+
+    names = {f.name for f in dataclasses.fields(BenchOptions)} - {"command"}  # the flags' dests
+    options = BenchOptions(**{name: flags[name] for name in names}, command=command)
 
     try:
         document = report.complete(Bench(options).run())

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from ingest.bench import baselines, machine
 from ingest.bench.clients import ClientSpec
@@ -211,7 +212,6 @@ class Bench:
         }
 
     def _run_all(self, target: TargetServer | None, baseline_names: list[str]) -> None:
-        from tqdm import tqdm  # the [bench] extra: cli imports this module (BenchOptions) before run() checks for it
 
         o = self.options
         sinks = (target.sink,) if target else o.sinks

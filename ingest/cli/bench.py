@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 
 from ingest.protocol import WAIT_MODES
@@ -104,8 +103,5 @@ def _positive(value: str) -> int:
 
 def run(args) -> int:
     from ingest.bench import run as run_bench
-    from ingest.bench.runner import BenchOptions
 
-    names = {f.name for f in dataclasses.fields(BenchOptions)} - {"command"}  # the flags' dests
-    options = BenchOptions(**{name: getattr(args, name) for name in names}, command=args.command_line)
-    return run_bench(options)
+    return run_bench(vars(args), args.command_line)
