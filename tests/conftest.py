@@ -30,14 +30,11 @@ def pytest_collection_modifyitems(config, items):
 def pytest_sessionstart(session):
     # A broken build must never pass as "fast": in the normal run the compiled
     # hot path has to be what is loaded.
-    if os.environ.get("INGEST_PURE_PYTHON", "") in ("", "0"):
-        from ingest.hotpath import buffer, encoder
+    from ingest.hotpath import hot_path_compiled
+    from ingest.hotpath.select import PURE_PYTHON
 
-        assert buffer.IMPLEMENTATION == "cython" and encoder.IMPLEMENTATION == "cython"
-        import ingest.hotpath._buffer
-        import ingest.hotpath._encoder
-
-        assert ingest.hotpath._buffer.__file__.endswith(".so") and ingest.hotpath._encoder.__file__.endswith(".so")
+    if not PURE_PYTHON:
+        assert hot_path_compiled()
 
 
 @pytest.fixture(params=["cython", "python"])

@@ -7,6 +7,8 @@ import platform
 from importlib import metadata
 from pathlib import Path
 
+from ingest.hotpath import hot_path_compiled
+
 PACKAGES = ("ingest", "pyarrow", "duckdb", "numpy", "uvloop", "httptools", "Cython")
 
 
@@ -50,18 +52,6 @@ def versions() -> dict:
         found["ingest"] = ingest.__version__
     found["cython_compiled"] = hot_path_compiled()
     return found
-
-
-def hot_path_compiled() -> bool:
-    """Whether this process loaded the compiled extension (not the pure-Python reference)."""
-    from ingest.hotpath import buffer, encoder
-
-    if buffer.IMPLEMENTATION != "cython" or encoder.IMPLEMENTATION != "cython":
-        return False
-    import ingest.hotpath._buffer
-    import ingest.hotpath._encoder
-
-    return ingest.hotpath._buffer.__file__.endswith(".so") and ingest.hotpath._encoder.__file__.endswith(".so")
 
 
 def load_average() -> list[float] | None:

@@ -9,4 +9,16 @@ compiled modules.
 """
 from ingest.hotpath.select import IMPLEMENTATION
 
-__all__ = ["IMPLEMENTATION"]
+__all__ = ["IMPLEMENTATION", "hot_path_compiled"]
+
+
+def hot_path_compiled() -> bool:
+    """Whether this process loaded the compiled extension (not the pure-Python reference)."""
+    from ingest.hotpath import buffer, encoder
+
+    if buffer.IMPLEMENTATION != "cython" or encoder.IMPLEMENTATION != "cython":
+        return False
+    import ingest.hotpath._buffer
+    import ingest.hotpath._encoder
+
+    return ingest.hotpath._buffer.__file__.endswith(".so") and ingest.hotpath._encoder.__file__.endswith(".so")
