@@ -16,8 +16,7 @@ import httptools
 
 from ingest.sources.base import IntakeContext
 from ingest.sources.formats.compression import CorruptBody, UnsupportedEncoding, decompressor
-from ingest.sources.http.responses import (RETRY_LATER, HttpError, Reply, error_reply, refusal_reason, render,
-                                           render_response)
+from ingest.sources.http.responses import RETRY_LATER, HttpError, Reply, error_reply, refusal_reason, render
 from ingest.sources.http.router import Match, Request, Router
 
 log = logging.getLogger("ingest.http")
@@ -314,7 +313,6 @@ class HttpIngestProtocol(asyncio.Protocol):
         if exc is not None:
             log.error("request failed: %r", exc, exc_info=exc)
             return render(error_reply(HttpError(500, f"internal error: {exc}")), keep_alive)
-        status, body, content_type, *headers = task.result()
-        return render_response(status, body, content_type, keep_alive, headers[0] if headers else ())
+        return render(task.result(), keep_alive)
 
 

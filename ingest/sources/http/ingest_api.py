@@ -83,7 +83,7 @@ class IngestApi:
             if receipt is None or not waits:
                 return self._reply(202 if receipt is not None and not waits else status, document, receipt)
             if "landed" not in waits:
-                synced = self._intake.wal.synced(lsn) if self._needs_fsync(lsn) else None
+                synced = self._intake.wal.synced(lsn) if lsn is not None else None  # None: durable already
                 if synced is None:
                     return self._reply(status, document, receipt)
                 return self._reply_when_synced(synced, status, document, receipt)  # answered from a callback: no task
@@ -104,10 +104,6 @@ class IngestApi:
             keys.forget(key)
             raise
         return self._remember(key, entry, self._answer_when(wait, timeout, status, document, lsn, receipt))
-
-    def _needs_fsync(self, lsn: int | None) -> bool:
-        wal = self._intake.wal
-        return lsn is not None and wal is not None and wal.fsync != "off"
 
     @staticmethod
     def _reply(status: int, document: dict, receipt) -> Reply:
@@ -130,29 +126,28 @@ class IngestApi:
 
     async def _answer_when(self, wait: str, timeout: float, status: int, document: dict, lsn, receipt) -> Reply:
         waits = WAITS_FOR[wait]
-        headers = ((RECEIPT_HEADER, receipt.id),) if receipt is not None else ()
         if not waits or receipt is None:
-            return json_reply(202 if not waits and receipt is not None else status, document, headers)
-        if self._needs_fsync(lsn):
+            return self._reply(202 if not waits and receipt is not None else status, document, receipt)
+        if lsn is not None:  # logged (an lsn only comes with a log); durable() returns at once under fsync off
             try:
                 await self._intake.wal.durable(lsn)
             except OSError as exc:  # the log may not hold them, but the buffer does: wait for them to land
                 log.error("write-ahead log fsync failed (%s); answering once the request's events have landed", exc)
                 waits = WAITS_FOR["flushed"]
         if "landed" not in waits:
-            return json_reply(status, document, headers)
+            return self._reply(status, document, receipt)
         self._intake.pipeline(receipt.table).expedite()
         try:
             await asyncio.wait_for(asyncio.shield(receipt.finished()), timeout)
         except asyncio.TimeoutError:
-            return json_reply(504, {**receipt.as_dict(), "error": f"not flushed within {timeout:g}s; the events will "
-                                    f"still land: poll GET {RECEIPTS_PREFIX}{receipt.id}"}, headers)
+            return self._reply(504, {**receipt.as_dict(), "error": f"not flushed within {timeout:g}s; the events will "
+                                     f"still land: poll GET {RECEIPTS_PREFIX}{receipt.id}"}, receipt)
         result = {**document, **receipt.as_dict()}
         if receipt.dead_lettered:
             refused = any(reason.startswith("refused by the sink") for reason in receipt.reasons)
             result["error"] = f"{receipt.dead_lettered} event(s) could not land and were dead-lettered"
-            return json_reply(422 if refused else 500, result, headers)
-        return json_reply(status, result, headers)
+            return self._reply(422 if refused else 500, result, receipt)
+        return self._reply(status, result, receipt)
 
     @staticmethod
     async def _original_reply(entry) -> Reply:
