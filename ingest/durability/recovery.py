@@ -44,8 +44,7 @@ class Recovery:
     store_pool: Executor  # dead-letter writes
     budget: MemoryBudget
     receipts: ReceiptBook
-    idempotency: IdempotencyKeys
-    idempotency_window: float  # seconds
+    idempotency: IdempotencyKeys  # its window also bounds which saved keys come back
 
     async def run(self, ledger: Ledger) -> int:
         """Replays against `ledger` (what the sink says has landed); returns the events replayed."""
@@ -106,15 +105,16 @@ class Recovery:
     def _restore_saved_keys(self) -> None:
         """Idempotency keys whose segments are gone, still in their window; the rest are dropped."""
         keep = []
-        horizon = time.time() - self.idempotency_window
+        horizon = time.time() - self.idempotency.window
         for meta in self.wal.saved_keys():
             try:
-                if json.loads(meta).get("created", 0) < horizon:
-                    continue
+                request = json.loads(meta)
             except ValueError:
                 continue
+            if request.get("created", 0) < horizon:
+                continue
             keep.append(meta)
-            self.restore_request(json.loads(meta).get("table", ""), meta, replayed=False)
+            self.restore_request(request.get("table", ""), meta, replayed=False)
         self.wal.compact_keys(keep)
 
     def restore_request(self, table: str, meta: bytes, replayed: bool) -> Receipt | None:

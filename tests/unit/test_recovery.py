@@ -62,8 +62,8 @@ def test_replays_what_did_not_land_and_brings_back_receipts_and_keys(tmp_path):
             clock=FakeClock())
         wal = context.wal = WriteAheadLog(wal_dir, "always")
         router = Router(context)
-        replayed = await Recovery(wal, router, context.dead_letters, pools[2], context.budget, receipts, keys,
-                                  60).run(sink.ledger())
+        replayed = await Recovery(wal, router, context.dead_letters, pools[2], context.budget, receipts,
+                                  keys).run(sink.ledger())
         wal.open(asyncio.get_running_loop())
         for pipeline in router.pipelines.values():
             await pipeline.drain()

@@ -164,7 +164,7 @@ class WriteAheadLog:
         return self._append(table, meta, keyed, lambda lsn: batch_record_parts(lsn, table, batch, meta, flags))
 
     def _append(self, table: str, meta: bytes, keyed: bool, parts_for) -> int:
-        if self._failed_at is not None and self.unavailable:
+        if self.unavailable:
             raise WalUnavailable("the write-ahead log could not be written a moment ago")
         try:
             if self._fd is None or self._segment_size >= self.segment_bytes:
@@ -199,8 +199,6 @@ class WriteAheadLog:
             self._failed_at = None
         self._segment_size += size
         self._written_lsn = lsn
-        if self.fsync == "off":
-            self._synced_lsn = lsn
 
     def _failed(self, exc: OSError) -> None:
         if self._failed_at is None:
