@@ -115,13 +115,12 @@ class IngestServer:
             health=self.sink_health,
         )
         self.router = Router(self._context)
-        self.webhooks.start()
         self._query_pool = self._pools[3]
         if self.wal is not None:
             ledger = await self.loop.run_in_executor(self._pools[1], self.sink.ledger)
             self.replayed_events = await Recovery(
                 self.wal, self.router, self.dead_letters, self._pools[2], self.budget, self.receipts,
-                self.idempotency, settings.idempotency_window).run(ledger)
+                self.idempotency).run(ledger)
             self.wal.open(self.loop)
         intake = IntakeContext(
             pipeline=self.pipeline, budget=self.budget, wal=self.wal, sink_health=self.sink_health,
@@ -168,6 +167,11 @@ class IngestServer:
     def pipeline(self, table: str) -> TablePipeline:
         return self.router.pipeline(table)
 
+    @property
+    def inputs_paused(self) -> int:
+        """TCP connections paused by the memory budget or a failing sink."""
+        return self.budget.paused_inputs + self.sink_health.paused_inputs
+
     def stats(self) -> dict:
         return {
             "hot_path": {"buffer": buffer.IMPLEMENTATION, "encoder": encoder.IMPLEMENTATION},
@@ -175,7 +179,7 @@ class IngestServer:
             "draining": self.draining,
             "buffer_bytes": self.budget.used,
             "buffer_limit_bytes": self.budget.limit,
-            "inputs_paused": self.budget.paused_inputs + self.sink_health.paused_inputs,
+            "inputs_paused": self.inputs_paused,
             "sink_health": self.sink_health.as_dict(),
             "tables": tables_snapshot(self.pipelines),
         }

@@ -47,7 +47,7 @@ class ServerCollector:
         yield GaugeMetricFamily("ingest_buffer_limit_bytes", "The memory budget (--max-buffer-bytes)", value=budget.limit)
         health = self._server.sink_health
         yield GaugeMetricFamily("ingest_inputs_paused", "TCP connections paused by backpressure or a failing sink",
-                                value=budget.paused_inputs + health.paused_inputs)
+                                value=self._server.inputs_paused)
         yield GaugeMetricFamily("ingest_draining", "1 while the server drains for shutdown", value=int(self._server.draining))
         yield GaugeMetricFamily("ingest_sink_failing", "1 while the sink fails on its environment (disk full, I/O, permission)",
                                 value=int(health.failing))

@@ -92,9 +92,6 @@ class Webhooks:
             raise CallbackRefused(f"callback {url!r} has an invalid port") from None
         return url
 
-    def start(self) -> None:
-        """Deliveries start with the first notice to each destination."""
-
     def notify(self, url: str, notice: dict) -> None:
         if self._closed:
             self._record_failures([(url, notice)], "the server stopped before it could be sent")
