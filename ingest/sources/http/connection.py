@@ -35,14 +35,15 @@ class RefusalLog:
         self._last: dict[tuple, float] = {}
         self._suppressed: dict[tuple, int] = {}
 
-    def refused(self, route: str, status: int, peer: str, reason: str) -> None:
+    def refused(self, route: str, status: int, peer: str, response: bytes) -> None:
         key = (route, status)
         now = time.monotonic()
         if now - self._last.get(key, -self._interval) < self._interval:
             self._suppressed[key] = self._suppressed.get(key, 0) + 1
-            return
+            return  # a flood of refusals is counted, not parsed for a line nobody sees
         self._last[key] = now
         suppressed = self._suppressed.pop(key, 0)
+        reason = " ".join(refusal_reason(response).split())[:300]  # one line, whatever the error text holds
         log.warning("refused %d %s from %s: %s%s", status, route, peer, reason,
                     f" (and {suppressed} more like it not logged)" if suppressed else "")
 
@@ -300,8 +301,7 @@ class HttpIngestProtocol(asyncio.Protocol):
         status = int(response[9:12])  # "HTTP/1.1 200 ..."
         self._intake.observe_http(route, status)
         if status >= 400:
-            reason = " ".join(refusal_reason(response).split())  # one line, whatever the error text holds
-            REFUSALS.refused(route, status, self.peer, reason[:300])
+            REFUSALS.refused(route, status, self.peer, response)
 
     @staticmethod
     def _async_result(task: asyncio.Future, keep_alive: bool) -> bytes:
