@@ -110,16 +110,17 @@ class ServerProcess:
         return stats["tables"].get(table, {}) if table else stats
 
     def wait_landed(self, table: str, landed: int) -> dict:
-        def reached():
-            counters = self.stats(table)
-            return counters if counters.get("landed", 0) >= landed else None
-        return poll(reached, what=f"{landed} events landed in {table}")
+        return self._wait_for(table, "landed", landed, f"{landed} events landed in {table}")
 
     def wait_received(self, table: str, received: int) -> dict:
+        return self._wait_for(table, "received", received, f"{received} events received for {table}")
+
+    def _wait_for(self, table: str, counter: str, count: int, what: str) -> dict:
+        """The table's counters, once `counter` has reached `count`."""
         def reached():
             counters = self.stats(table)
-            return counters if counters.get("received", 0) >= received else None
-        return poll(reached, what=f"{received} events received for {table}")
+            return counters if counters.get(counter, 0) >= count else None
+        return poll(reached, what=what)
 
     def query_after_stop(self, sql: str) -> list[dict]:
         """SQL straight from the files the stopped server left."""
