@@ -26,8 +26,10 @@ macros = [("CYTHON_TRACE_NOGIL", "1")] if DEBUG else []
 cflags = ["-Wall", "-O0", "-g"] if DEBUG else ["-Wall", "-O3"]
 
 HOTPATH = "ext/ingest/hotpath"
-# what the .pyx files cimport and include: a change to any of them rebuilds (and they go in the sdist)
-depends = sorted(glob(f"{HOTPATH}/*.pxd") + glob(f"{HOTPATH}/*.pxi") + glob(f"{HOTPATH}/encoder/*"))
+# cimported and included by the .pyx files, and shipped beside the compiled modules so others can cimport them
+HEADERS = sorted(glob(f"{HOTPATH}/*.pxd") + glob(f"{HOTPATH}/*.pxi"))
+# a change to any of these rebuilds the extensions (and they go in the sdist): the headers and the encoder include files
+depends = HEADERS + sorted(glob(f"{HOTPATH}/encoder/*"))
 
 extensions = [
     Extension(
@@ -55,7 +57,7 @@ class build_py_with_pxd(build_py):
             return
         target = os.path.join(self.build_lib, "ingest", "hotpath")
         self.mkpath(target)
-        for path in glob(f"{HOTPATH}/*.pxd") + glob(f"{HOTPATH}/*.pxi"):
+        for path in HEADERS:
             self.copy_file(path, os.path.join(target, os.path.basename(path)))
 
 
