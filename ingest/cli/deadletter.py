@@ -46,7 +46,7 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     from ingest.core.deadletter import DeadLetterStore  # pyarrow: loaded when a dead-letter command runs
 
-    store = DeadLetterStore(Settings(data_dir=args.data_dir).data_dir / "deadletter")
+    store = DeadLetterStore(Settings(data_dir=args.data_dir).deadletter_dir)
     return {"list": _list, "show": _show, "replay": _replay, "purge": _purge}[args.action](store, args)
 
 

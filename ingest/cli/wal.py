@@ -48,7 +48,7 @@ def run(args) -> int:
     except DataDirInUse as exc:
         print(f"ingest: error: {exc} (a running server mends the log itself on start)", file=sys.stderr)
         return 2
-    store = DeadLetterStore(settings.data_dir / "deadletter")
+    store = DeadLetterStore(settings.deadletter_dir)
     with lock:
         found = repair(settings.wal_dir, lambda d: store.put_rejected(
             WAL_DAMAGE_TABLE, [d.raw], [d.reason], f"wal {d.segment.name} byte {d.offset}", "write-ahead log damage"))

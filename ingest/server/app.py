@@ -58,7 +58,7 @@ class IngestServer:
         self.http_port: int | None = None
         self.router: Router | None = None
         self.budget = MemoryBudget(settings.max_buffer_bytes)
-        self.dead_letters = DeadLetterStore(settings.data_dir / "deadletter")
+        self.dead_letters = DeadLetterStore(settings.deadletter_dir)
         self.metrics = Metrics(self)
         self.draining = False
         self.sink_health = SinkHealth()  # failing while the sink's environment is (a full disk, ...)

@@ -90,6 +90,10 @@ class Settings:
         return self.data_dir / "wal"
 
     @property
+    def deadletter_dir(self) -> Path:
+        return self.data_dir / "deadletter"
+
+    @property
     def state_path(self) -> Path:
         """Written while the server runs, so `ingest query` can find it."""
         return state_path(self.data_dir)
