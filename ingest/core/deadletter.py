@@ -58,6 +58,12 @@ class Entry:
                 "rows": self.rows, "replayed": self.replayed}
 
 
+def _read_metadata(path: Path) -> dict:
+    """An entry file's schema metadata (what it holds, why, from where)."""
+    with pa.memory_map(str(path)) as source:
+        return pa.ipc.open_file(source).schema.metadata or {}
+
+
 class DeadLetterStore:
     def __init__(self, directory: Path):
         self.directory = directory
@@ -132,8 +138,7 @@ class DeadLetterStore:
         with a warning, so one damaged file never stops the server or the
         tools."""
         try:
-            with pa.memory_map(str(path)) as source:
-                return pa.ipc.open_file(source).schema.metadata or {}
+            return _read_metadata(path)
         except (pa.ArrowException, OSError) as exc:
             target = self.directory / QUARANTINE / path.parent.name / path.name
             try:
@@ -148,8 +153,7 @@ class DeadLetterStore:
     @staticmethod
     def entry(path: Path, meta: dict | None = None) -> Entry:
         if meta is None:
-            with pa.memory_map(str(path)) as source:
-                meta = pa.ipc.open_file(source).schema.metadata or {}
+            meta = _read_metadata(path)
         text = {k.decode(): v.decode() for k, v in meta.items() if k.startswith(b"ingest.")}
         return Entry(
             path=path, table=text.get("ingest.table", path.parent.name), kind=text.get("ingest.kind", "?"),
