@@ -83,9 +83,13 @@ class Metrics:
             "ingest_http_requests", "HTTP answers, by route template and status", ["route", "status"],
             registry=self.registry,
         )
+        self._http_counters: dict[tuple[str, int], object] = {}  # bounded: route templates x statuses
 
     def observe_http(self, route: str, status: int) -> None:
-        self._http_requests.labels(route, str(status)).inc()
+        counter = self._http_counters.get((route, status))
+        if counter is None:  # labels() takes a lock and builds its key: once per route and status
+            counter = self._http_counters[route, status] = self._http_requests.labels(route, str(status))
+        counter.inc()
 
     def observe_flush(self, table: str, seconds: float) -> None:
         self._flush_seconds.labels(table).observe(seconds)

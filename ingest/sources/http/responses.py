@@ -3,6 +3,7 @@ and their rendering as HTTP/1.1 bytes."""
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from http import HTTPStatus
 from typing import NamedTuple
 
@@ -40,14 +41,17 @@ def error_reply(error: HttpError) -> Reply:
 
 
 def render_response(status: int, body: bytes, content_type: str, keep_alive: bool, headers=()) -> bytes:
-    lines = [
-        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}",
-        f"Content-Type: {content_type}",
-        f"Content-Length: {len(body)}",
-        "Connection: " + ("keep-alive" if keep_alive else "close"),
-    ]
-    lines.extend(f"{name}: {value}" for name, value in headers)
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+    head = _head(status, content_type, keep_alive)
+    if headers:
+        head += "".join(f"{name}: {value}\r\n" for name, value in headers).encode("latin-1")
+    return b"%bContent-Length: %d\r\n\r\n%b" % (head, len(body), body)
+
+
+@lru_cache(maxsize=256)
+def _head(status: int, content_type: str, keep_alive: bool) -> bytes:
+    """The status line and the headers every answer of its kind shares, rendered once."""
+    return (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: {content_type}\r\n"
+            f"Connection: {'keep-alive' if keep_alive else 'close'}\r\n").encode("latin-1")
 
 
 def render(reply: Reply, keep_alive: bool) -> bytes:
