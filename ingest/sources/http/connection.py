@@ -60,12 +60,13 @@ class HttpIngestProtocol(asyncio.Protocol):
         self._intake = intake
         self._connections = connections
         self._parser = httptools.HttpRequestParser(self)
-        self._responses: deque[tuple[asyncio.Future, str]] = deque()  # (answer, route template)
+        self._responses: deque[list] = deque()  # [rendered answer, or None while it is awaited; route template]
         self._abandonable: set[asyncio.Task] = set()  # answers nobody needs once the client has gone (queries)
         self._closing = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self.transport: asyncio.Transport | None = None
         self.peer = "?"  # host:port of the client, once connected
+        self._routed: tuple | None = None  # (method, URL, parsed URL, match) of the last request: clients repeat theirs
         self._reset()
 
     def _reset(self) -> None:
@@ -123,14 +124,18 @@ class HttpIngestProtocol(asyncio.Protocol):
         self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
-        try:
-            self._url_parts = httptools.parse_url(self._url)
-        except httptools.HttpParserInvalidURLError as exc:
-            self._answer_and_close(HttpError(400, f"malformed HTTP request: {exc}"))
-            return
-        # origin-form ("/v1/...") and absolute-form ("http://host/v1/...") alike: routed by the path
-        self._match = self._router.match(self._parser.get_method().decode("latin-1"),
-                                         self._url_parts.path.decode("latin-1"))
+        method, routed = self._parser.get_method(), self._routed
+        if routed is not None and routed[0] == method and routed[1] == self._url:
+            self._url_parts, self._match = routed[2], routed[3]
+        else:
+            try:
+                self._url_parts = httptools.parse_url(self._url)
+            except httptools.HttpParserInvalidURLError as exc:
+                self._answer_and_close(HttpError(400, f"malformed HTTP request: {exc}"))
+                return
+            # origin-form ("/v1/...") and absolute-form ("http://host/v1/...") alike: routed by the path
+            self._match = self._router.match(method.decode("latin-1"), self._url_parts.path.decode("latin-1"))
+            self._routed = (method, self._url, self._url_parts, self._match)
         self._check_before_body()
         if self._closing or self._headers.get("expect", "").lower() != "100-continue":
             return
@@ -198,15 +203,15 @@ class HttpIngestProtocol(asyncio.Protocol):
         self._body = []
         self._release()  # the body is read: once buffered, the pipeline counts its lines
         answer = error_reply(self._early_error) if self._early_error is not None else self._dispatch(body)
-        future = self._loop.create_future()
-        self._responses.append((future, self._template()))
-        if isinstance(answer, Reply):
-            future.set_result(render(answer, keep_alive))
-        else:
-            answer.add_done_callback(lambda t, f=future, k=keep_alive: f.set_result(self._async_result(t, k)))
-        future.add_done_callback(lambda _: self._write_ready())
         if not keep_alive:
             self._closing = True
+        if isinstance(answer, Reply):
+            self._responses.append([render(answer, keep_alive), self._template()])
+            self._write_ready()
+            return
+        slot = [None, self._template()]
+        self._responses.append(slot)
+        answer.add_done_callback(lambda done: self._answered(slot, done, keep_alive))
 
     # requests
 
@@ -265,10 +270,14 @@ class HttpIngestProtocol(asyncio.Protocol):
 
     # responses
 
+    def _answered(self, slot: list, done: asyncio.Future, keep_alive: bool) -> None:
+        slot[0] = self._async_result(done, keep_alive)
+        self._write_ready()
+
     def _write_ready(self) -> None:
-        while self._responses and self._responses[0][0].done():
-            future, route = self._responses.popleft()
-            response = future.result()
+        """Writes the answers that are ready, in the order their requests came."""
+        while self._responses and self._responses[0][0] is not None:
+            response, route = self._responses.popleft()
             if self.transport is not None and not self.transport.is_closing():
                 self._count(route, response)
                 self.transport.write(response)
@@ -290,9 +299,7 @@ class HttpIngestProtocol(asyncio.Protocol):
 
     def _answer_and_close(self, error: HttpError) -> None:
         self._release()
-        future = self._loop.create_future()
-        future.set_result(render(error_reply(error), keep_alive=False))
-        self._responses.append((future, self._template()))
+        self._responses.append([render(error_reply(error), keep_alive=False), self._template()])
         self._closing = True
         self._write_ready()
 
