@@ -10,16 +10,17 @@ import asyncio
 import hashlib
 import logging
 import math
+from typing import NamedTuple
 from urllib.parse import parse_qs
 
-from ingest.core.receipts import IdempotencyConflict
+from ingest.core.receipts import IdempotencyConflict, Receipt
 from ingest.core.ports import LogUnavailable
 from ingest.protocol import DEFAULT_WAIT, WAIT_MODES, table_name_problem
 from ingest.server.webhooks import CallbackRefused
 from ingest.sources import formats
 from ingest.sources.base import IntakeContext
 from ingest.sources.http.admin_api import RECEIPTS_PREFIX
-from ingest.sources.http.responses import RETRY_LATER, HttpError, Reply, json_body, json_reply
+from ingest.sources.http.responses import JSON_TYPE, RETRY_LATER, HttpError, Reply, json_body
 from ingest.sources.http.router import Request, Route
 
 log = logging.getLogger("ingest.http")
@@ -28,6 +29,7 @@ INGEST_TEMPLATE = "/v1/ingest/{table}"
 RECEIPT_HEADER = "Ingest-Receipt"
 DEFAULT_FLUSH_TIMEOUT = "30"  # seconds a wait=flushed request waits before answering 504
 MAX_ERRORS_REPORTED = 100
+KNOWN_OPTIONS = 1024  # distinct (table, query, headers) remembered, checked, at most
 
 # What each ?wait= mode waits for before it answers: "logged" = the lines are in the
 # write-ahead log (fsynced per --wal-fsync), "landed" = every line landed or was dead-lettered.
@@ -47,6 +49,7 @@ def routes(intake: IntakeContext) -> list[Route]:
 class IngestApi:
     def __init__(self, intake: IntakeContext):
         self._intake = intake
+        self._options: dict[tuple, tuple] = {}  # (table, query, wait and callback headers) -> checked options
 
     def admit(self) -> HttpError | None:
         refusal = self._intake.refusal()
@@ -56,38 +59,29 @@ class IngestApi:
         """Answers now (a Reply) when nothing needs waiting for, else an
         awaitable that answers once it may."""
         table = request.params["table"]
-        problem = table_name_problem(table)
-        if problem:
-            raise HttpError(400, problem)
-        options = parse_qs(request.query.decode("latin-1")) if request.query else {}
         headers = request.headers
-        wait = (options.get("wait", [""])[0] or headers.get("ingest-wait", "") or DEFAULT_WAIT).lower()
-        if wait not in WAIT_MODES:
-            raise HttpError(400, f"wait must be one of {', '.join(WAIT_MODES)}, not {wait!r}")
-        try:
-            timeout = float(options.get("timeout", [DEFAULT_FLUSH_TIMEOUT])[0])
-        except ValueError:
-            timeout = math.nan
-        if not 0 < timeout < math.inf:
-            raise HttpError(400, "timeout must be a positive, finite number of seconds")
-        callback = options.get("callback", [""])[0] or headers.get("ingest-callback") or None
-        if callback is not None:
-            try:
-                self._intake.webhooks.check(callback)
-            except CallbackRefused as exc:
-                raise HttpError(400, str(exc)) from None
+        options = (table, request.query, headers.get("ingest-wait"), headers.get("ingest-callback"))
+        known = self._options.get(options)
+        if known is None:
+            known = self._read_options(*options)
+            if known[2] is None:  # a callback URL is checked every time: what it resolves to may change
+                if len(self._options) >= KNOWN_OPTIONS:
+                    self._options.clear()
+                self._options[options] = known
+        wait, timeout, callback = known
         key = headers.get("idempotency-key")
         if key is None:
-            status, document, lsn, receipt = self._accept(table, request, callback, {})
-            waits = WAITS_FOR[wait]
+            accepted = self._accept(table, request, callback, {})
+            waits, receipt = WAITS_FOR[wait], accepted.receipt
             if receipt is None or not waits:
-                return self._reply(202 if receipt is not None and not waits else status, document, receipt)
+                return self._reply(202 if receipt is not None and not waits else accepted.status, accepted.body, receipt)
             if "landed" not in waits:
+                lsn = accepted.lsn
                 synced = self._intake.wal.synced(lsn) if lsn is not None else None  # None: durable already
                 if synced is None:
-                    return self._reply(status, document, receipt)
-                return self._reply_when_synced(synced, status, document, receipt)  # answered from a callback: no task
-            return self._answer_when(wait, timeout, status, document, lsn, receipt)
+                    return self._reply(accepted.status, accepted.body, receipt)
+                return self._reply_when_synced(synced, accepted)  # answered from a callback: no task
+            return self._answer_when(wait, timeout, accepted)
         digest = hashlib.sha256(table.encode() + b"\0" + request.body).hexdigest()
         keys = self._intake.idempotency
         try:
@@ -98,36 +92,62 @@ class IngestApi:
             return self._original_reply(entry)
         entry = keys.begin(key, table, digest)
         try:
-            status, document, lsn, receipt = self._accept(table, request, callback,
-                                                          {"key": key, "digest": digest, "table": table})
+            accepted = self._accept(table, request, callback, {"key": key, "digest": digest, "table": table})
         except BaseException:
             keys.forget(key)
             raise
-        return self._remember(key, entry, self._answer_when(wait, timeout, status, document, lsn, receipt))
+        return self._remember(key, entry, self._answer_when(wait, timeout, accepted))
+
+    def _read_options(self, table: str, query: bytes | None, wait_header: str | None, callback_header: str | None):
+        """(wait, timeout, callback) of a request, checked; remembered for the
+        next request with the same table, query and headers."""
+        problem = table_name_problem(table)
+        if problem:
+            raise HttpError(400, problem)
+        options = parse_qs(query.decode("latin-1")) if query else {}
+        wait = (options.get("wait", [""])[0] or wait_header or DEFAULT_WAIT).lower()
+        if wait not in WAIT_MODES:
+            raise HttpError(400, f"wait must be one of {', '.join(WAIT_MODES)}, not {wait!r}")
+        try:
+            timeout = float(options.get("timeout", [DEFAULT_FLUSH_TIMEOUT])[0])
+        except ValueError:
+            timeout = math.nan
+        if not 0 < timeout < math.inf:
+            raise HttpError(400, "timeout must be a positive, finite number of seconds")
+        callback = options.get("callback", [""])[0] or callback_header or None
+        if callback is not None:
+            try:
+                self._intake.webhooks.check(callback)
+            except CallbackRefused as exc:
+                raise HttpError(400, str(exc)) from None
+        return wait, timeout, callback
 
     @staticmethod
-    def _reply(status: int, document: dict, receipt) -> Reply:
-        return json_reply(status, document, ((RECEIPT_HEADER, receipt.id),) if receipt is not None else ())
+    def _reply(status: int, body: dict | bytes, receipt) -> Reply:
+        """A JSON answer (`body` a document, or one encoded already) with the receipt's header."""
+        body = body if isinstance(body, bytes) else json_body(body)
+        return Reply(status, body, JSON_TYPE, ((RECEIPT_HEADER, receipt.id),) if receipt is not None else ())
 
-    def _reply_when_synced(self, synced: asyncio.Future, status: int, document: dict, receipt) -> asyncio.Future:
+    def _reply_when_synced(self, synced: asyncio.Future, accepted: "Accepted") -> asyncio.Future:
         reply = synced.get_loop().create_future()
 
         def answer(done: asyncio.Future) -> None:
             if done.exception() is not None:  # the lines are buffered: answer once they have landed instead
-                landed = asyncio.ensure_future(self._answer_when("flushed", float(DEFAULT_FLUSH_TIMEOUT), status,
-                                                                 document, None, receipt))
+                landed = asyncio.ensure_future(self._answer_when("flushed", float(DEFAULT_FLUSH_TIMEOUT),
+                                                                 accepted._replace(lsn=None)))
                 landed.add_done_callback(lambda t: reply.set_exception(t.exception()) if t.exception()
                                          else reply.set_result(t.result()))
             else:
-                reply.set_result(self._reply(status, document, receipt))
+                reply.set_result(self._reply(accepted.status, accepted.body, accepted.receipt))
 
         synced.add_done_callback(answer)
         return reply
 
-    async def _answer_when(self, wait: str, timeout: float, status: int, document: dict, lsn, receipt) -> Reply:
+    async def _answer_when(self, wait: str, timeout: float, accepted: "Accepted") -> Reply:
         waits = WAITS_FOR[wait]
+        status, document, lsn, receipt = accepted.status, accepted.document, accepted.lsn, accepted.receipt
         if not waits or receipt is None:
-            return self._reply(202 if not waits and receipt is not None else status, document, receipt)
+            return self._reply(202 if not waits and receipt is not None else status, accepted.body, receipt)
         if lsn is not None:  # logged (an lsn only comes with a log); durable() returns at once under fsync off
             try:
                 await self._intake.wal.durable(lsn)
@@ -135,7 +155,7 @@ class IngestApi:
                 log.error("write-ahead log fsync failed (%s); answering once the request's events have landed", exc)
                 waits = WAITS_FOR["flushed"]
         if "landed" not in waits:
-            return self._reply(status, document, receipt)
+            return self._reply(status, accepted.body, receipt)
         self._intake.pipeline(receipt.table).expedite()
         try:
             await asyncio.wait_for(asyncio.shield(receipt.finished()), timeout)
@@ -164,9 +184,8 @@ class IngestApi:
         entry.reply.set_result(reply)
         return reply
 
-    def _accept(self, table: str, request: Request, callback, meta: dict):
-        """Decodes and checks the body, buffers (and logs) its good lines;
-        returns (status, reply document, lsn, receipt)."""
+    def _accept(self, table: str, request: Request, callback, meta: dict) -> "Accepted":
+        """Decodes and checks the body, buffers (and logs) its good lines."""
         try:
             decoded = formats.decode(request.headers.get("content-type"), request.body)
         except formats.UnsupportedContentType as exc:
@@ -175,19 +194,22 @@ class IngestApi:
             raise HttpError(400, str(exc)) from None
         errors, accepted = decoded.errors, decoded.accepted
         pipeline = self._intake.pipeline(table)
-        document = {
-            "accepted": accepted,
-            "rejected": len(errors),
-            "errors": [{"line": index + 1, "error": reason} for index, reason in errors[:MAX_ERRORS_REPORTED]],
-        }
+        document = {"accepted": accepted, "rejected": len(errors), "errors": []}
+        if errors:
+            document["errors"] = [{"line": index + 1, "error": reason} for index, reason in errors[:MAX_ERRORS_REPORTED]]
         lsn = receipt = None
+        reply = None
         if accepted:
             receipts = self._intake.receipts
             receipt = receipts.issue(table, accepted, len(errors), callback)
             document["receipt"] = receipt.id
+            reply = (b'{"accepted":%d,"rejected":0,"errors":[],"receipt":"%s"}' % (accepted, receipt.id.encode())
+                     if not errors else json_body(document))  # a receipt id is letters and digits
             # the reply is encoded once; the logged meta wraps it as it is
-            logged = (json_body({**meta, "receipt": receipt.id, "created": receipt.created, "callback": callback})[:-1]
-                      + b',"reply":' + json_body(document) + b"}")
+            head = (b'{"receipt":"%s","created":%r,"callback":null' % (receipt.id.encode(), receipt.created)
+                    if not meta and callback is None else
+                    json_body({**meta, "receipt": receipt.id, "created": receipt.created, "callback": callback})[:-1])
+            logged = head + b',"reply":' + reply + b"}"
             try:
                 if decoded.batch is not None:  # a columnar body: its rows skip the encoder
                     lsn = pipeline.append_batch(decoded.batch, receipt=receipt, meta=logged, keyed="key" in meta)
@@ -201,4 +223,14 @@ class IngestApi:
         if errors and decoded.lines is not None:  # a columnar decoder keeps what it could not read itself
             pipeline.rejected_at_source([decoded.lines.line(i) for i, _ in errors], [reason for _, reason in errors],
                                         f"http {request.peer} POST /v1/ingest/{table}")
-        return (400 if accepted == 0 and errors else 200), document, lsn, receipt
+        return Accepted(400 if accepted == 0 and errors else 200, document, reply or json_body(document), lsn, receipt)
+
+
+class Accepted(NamedTuple):
+    """What became of a request's body: the answer to give, and what to wait for before giving it."""
+
+    status: int
+    document: dict  # the reply's fields
+    body: bytes  # the reply, encoded (once: it is logged too)
+    lsn: int | None  # its record in the write-ahead log
+    receipt: Receipt | None  # None: nothing was accepted
