@@ -222,6 +222,8 @@ class TablePipeline:
         spans_view, data_view = lines.spans(), lines.data()
         spans = None
         try:
+            if not len(rejected):  # the spans as the buffer holds them
+                return self._context.wal.append(self.table, spans_view[:2 * lines.events], data_view, meta, keyed=keyed)
             spans = np.frombuffer(spans_view, np.int64, 2 * lines.events).reshape(-1, 2)
             if len(rejected):
                 spans = np.delete(spans, rejected, axis=0)

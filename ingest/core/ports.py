@@ -27,8 +27,8 @@ class Log(Protocol):
     def unavailable(self) -> bool:
         """An append failed a moment ago: inputs hold off before trying again."""
 
-    def append(self, table: str, spans: np.ndarray, data, meta: bytes = b"", keyed: bool = False) -> int:
-        """Logs one group of lines (`spans`: int64 start, end pairs into `data`)
+    def append(self, table: str, spans: np.ndarray | memoryview, data, meta: bytes = b"", keyed: bool = False) -> int:
+        """Logs one group of lines (`spans`: int64 start, end pairs into `data`, an array or a memoryview)
         as one record; `keyed`: its request carries an idempotency key."""
 
     def append_batch(self, table: str, batch: pa.RecordBatch, meta: bytes = b"", keyed: bool = False) -> int:

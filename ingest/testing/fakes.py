@@ -139,7 +139,7 @@ class MemoryLog:
         self.records.append(LoggedRecord(lsn, table, lines, batch, bytes(meta), keyed))
         return lsn
 
-    def append(self, table: str, spans: np.ndarray, data, meta: bytes = b"", keyed: bool = False) -> int:
+    def append(self, table: str, spans: np.ndarray | memoryview, data, meta: bytes = b"", keyed: bool = False) -> int:
         data = bytes(data)
         lines = [data[int(spans[i]):int(spans[i + 1])] for i in range(0, len(spans), 2)]
         return self._add(table, lines, None, meta, keyed)

@@ -32,6 +32,7 @@ the only place that looks.
 from __future__ import annotations
 
 import struct
+import sys
 import zlib
 from dataclasses import dataclass
 
@@ -103,10 +104,17 @@ def body_parts(lsn: int, kind: int, flags: int, table: str, count: int, meta, sp
     return [PREFIX.pack(length, crc), head, spans_bytes, data]
 
 
-def record_parts(lsn: int, table: str, spans: np.ndarray, data, meta: bytes = b"", flags: int = 0) -> list:
-    """A LINES record's pieces."""
-    spans_bytes = spans.astype("<i8", copy=False).tobytes()
-    return body_parts(lsn, LINES, flags, table, len(spans) // 2, meta, spans_bytes, data)
+def record_parts(lsn: int, table: str, spans, data, meta: bytes = b"", flags: int = 0) -> list:
+    """A LINES record's pieces. `spans`: an int64 array, or a buffer's
+    memoryview of them in the machine's order (written as it is where that
+    is little-endian: no copy)."""
+    if isinstance(spans, memoryview):
+        count = spans.nbytes // 16
+        spans_bytes = spans.cast("B") if sys.byteorder == "little" else np.frombuffer(spans, "=i8").astype("<i8").tobytes()
+    else:
+        count = len(spans) // 2
+        spans_bytes = spans.astype("<i8", copy=False).tobytes()
+    return body_parts(lsn, LINES, flags, table, count, meta, spans_bytes, data)
 
 
 def batch_record_parts(lsn: int, table: str, batch: pa.RecordBatch, meta: bytes = b"", flags: int = 0) -> list:

@@ -149,7 +149,7 @@ class WriteAheadLog:
         if self.fsync != "off":  # `always` too: records nobody waits for (TCP, wait=none) are synced this soon
             self._ticker = loop.call_later(self._interval, self._tick)
 
-    def append(self, table: str, spans: np.ndarray, data, meta: bytes = b"", keyed: bool = False) -> int:
+    def append(self, table: str, spans: np.ndarray | memoryview, data, meta: bytes = b"", keyed: bool = False) -> int:
         """Logs one group of lines, written at once; returns its lsn. Durable
         per the fsync mode once `durable(lsn)` returns. Raises WalUnavailable,
         having written nothing, when it cannot be written: the caller must
