@@ -364,7 +364,7 @@ def _plot_labelled(ax, xs: list, ys: list, color: str, label: str, style: dict, 
 
 def _log_axes(ax) -> None:
     """Log scales with 1, 2 and 5 of each decade labelled (1, 2, 5, 10, 20 ... 1M),
-    major and minor gridlines; x: 1 to 10,000 events."""
+    major and minor gridlines; x: 1 to 10,000 events. Call it once the lines are drawn."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     ax.set_xscale("log")
@@ -378,6 +378,10 @@ def _log_axes(ax) -> None:
     ax.yaxis.set_minor_formatter(NullFormatter())
     ax.grid(True, which="major", alpha=0.5)
     ax.grid(True, which="minor", alpha=0.15)
+    low, high = ax.get_ylim()
+    if high < 10 * low:  # at least a decade, or the 1-2-5 labels are too few to read a value off
+        middle = (low * high) ** 0.5
+        ax.set_ylim(middle / 10 ** 0.5, middle * 10 ** 0.5)
 
 
 def _short(value: float) -> str:
