@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import http.client
 import shutil
-import signal
 import socket
 import subprocess
 import time
 import urllib.parse
 from pathlib import Path
 
-from ingest.bench.server_process import BenchError, KeepAliveConnection, ProcessProbe, listening_pid
+from ingest.bench.server_process import BenchError, KeepAliveConnection, ProcessProbe, listening_pid, terminate
 
 SERVER_BINARY = "clickhouse-server"
 START_TIMEOUT = 60  # seconds until GET /ping answers
@@ -179,11 +178,5 @@ class ClickHouse:
     def stop(self) -> None:
         """Closes the connection; a server the bench started is stopped by its PID."""
         self.connection.close()
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        if self.process is not None:
+            terminate(self.process, STOP_TIMEOUT)

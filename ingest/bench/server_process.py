@@ -89,6 +89,18 @@ def settled(counters: dict) -> int:
             + counters.get("dead_lettered", counters.get("failed", 0)))
 
 
+def terminate(process: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM to the process we started, by its PID; SIGKILL if it has not exited within `timeout`."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 class ProcessProbe:
     """CPU seconds (utime + stime of all threads) and peak RSS of one process."""
 
@@ -157,13 +169,7 @@ class ServerUnderTest:
     def stop(self) -> None:
         if getattr(self, "stats", None) is not None:
             self.stats.close()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, STOP_TIMEOUT)
         self.proc.stdout.close()
         self._log.close()
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ingest.bench import goals
-from ingest.bench.clients import ClientSpec, response_bounds
+from ingest.bench.clients import response_bounds
 from ingest.cli.bench import BENCH_EPILOG
 
 pytest.importorskip("tqdm")  # the runner's progress bar: the extra [bench]
