@@ -392,7 +392,7 @@ class Bench:
                                      self._server_flags(), directory / "server.log")
             self.server_info.setdefault("hot_path", server.stats.document().get("hot_path"))
         else:
-            table = target.tcp_table if case.transport == "tcp" else f"bench_{case.transport}_{case.batch}_{self.run_id}"
+            table = target.tcp_table if case.transport == "tcp" else f"bench_{case.name.replace('-', '_')}_{self.run_id}"
         try:
             return LoadRun(case, corpus, server, table, directory, self.options).run()
         finally:

@@ -45,10 +45,12 @@ cases (for --cases; shell-style patterns, comma-separated):
 ClickHouse: the real-client cases without -none also run against ClickHouse,
 same client processes, its HTTP interface (INSERT INTO t FORMAT JSONEachRow):
 into a MergeTree table (answered once the part is written; landed = the last
-answer), and for 1 and 1,000 events per request into a Buffer table in front
-of one (answered once in memory; landed = SELECT count() of the table under
-it shows every event, flushed at 250,000 rows or after 1 s). ClickHouse is
-sent the flat corpus (18.16 cannot read an object into a String column). The
+answer; one event per INSERT writes a part each, so those cases send at most
+1,000 events), and for 1 and 1,000 events per request into a Buffer table in
+front of one (answered once in memory; landed = SELECT count() of the Buffer
+table, rows in memory included, shows every event; they reach the MergeTree
+table at its flush, 250,000 rows or 1 s, untimed). ClickHouse is sent the
+flat corpus (18.16 cannot read an object into a String column). The
 bench starts its own clickhouse-server (temporary directory, free loopback
 ports) when it is on PATH, or uses --clickhouse URL; --no-clickhouse skips it.
 
@@ -65,7 +67,8 @@ server: each case gets its own `ingest serve --batch-events 250000
 last, partial batch of a case from waiting a whole second.
 
 --target HOST:PORT benches a server that is already running (its HTTP port).
-HTTP cases POST to new tables bench_http_N_HHMMSS, left in its data. TCP cases
+HTTP cases POST to new tables bench_CASE_HHMMSS (e.g. bench_http_1_c32_...),
+left in its data. TCP cases
 send to its --tcp-table (say which with --target-tcp-table, default events),
 mixed with whatever else it receives there: use a scratch server. The TCP port
 comes from --target-tcp [HOST:]PORT or, for a server on this machine, from
