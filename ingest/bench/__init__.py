@@ -5,6 +5,7 @@ would otherwise do, measured in one run on one reproducible corpus.
     clients         load generators, one process each (python -m ingest.bench.clients)
     server_process  the server under test: started, or found (--target); its /proc figures
     baselines       pyarrow, DuckDB read_ndjson, row-at-a-time INSERT, the encoders
+    clickhouse      ClickHouse for the real-client cases: started (or --clickhouse URL), its tables
     goals           the issue's performance goals, met or not
     report          the terminal table, results.json, the plots
     machine         machine and versions, for results.json

@@ -8,8 +8,9 @@ import textwrap
 from pathlib import Path
 
 from ingest.bench import goals
-from ingest.bench.goals import baseline
+from ingest.bench.goals import baseline, clickhouse_pairs
 
+ENGINE_NAMES = {"clickhouse-mergetree": "ClickHouse MergeTree", "clickhouse-buffer": "ClickHouse Buffer"}
 BULK_CLAIM = (10, 50)  # "bulk inserts are 10-50x faster than individual inserts"
 PLOTS = ("throughput.png", "latency.png")
 LEGEND_WIDTH = 110
@@ -59,6 +60,11 @@ def comparisons(document: dict) -> list[dict]:
         add("encoder-vs-pyarrow", baseline(document, "pyarrow-read-json-1t", shape), compiled,
             "both one thread, parse/encode only")
         add("encoder-vs-reference", baseline(document, "encoder-reference", shape), compiled, "encode only")
+    for ours, theirs in clickhouse_pairs(document):
+        note = "" if ours["shape"] == theirs["shape"] else f"ingest on the {ours['shape']} corpus, ClickHouse on its {theirs['shape']} twin"
+        add(theirs["sink"], {"name": f"{ENGINE_NAMES[theirs['sink']]} {theirs['case']}", "shape": theirs["shape"],
+                             "events_per_second": theirs["events_per_second"]},
+            (f"ingest {ours['case']} → {ours['sink']}", ours["events_per_second"]), note)
     mentioned = {(row[key], row["shape"]) for row in rows for key in ("baseline", "compared_with")}
     for figure in document["baselines"]:  # with nothing of ingest's to compare it with in this run
         if (figure["name"], figure["shape"]) not in mentioned:
@@ -122,8 +128,8 @@ def render(document: dict) -> str:
     out.append("")
     out.append(_table(
         ["goal", "measured", "in", "met"],
-        [[g["goal"], "—" if g["measured"] is None else f"{_count(g['measured'])} {g['unit']}" if g["unit"] != "×" else f"{g['measured']:.2f}×",
-          g["source"] or "not measured in this run", "—" if g["met"] is None else "yes" if g["met"] else "NO"]
+        [[g["goal"], _goal_value(g), g["source"] or "not measured in this run",
+          "—" if g["met"] is None else "yes" if g["met"] else "NO"]
          for g in document["goals"]],
         "lrll",
     ))
@@ -139,24 +145,37 @@ def render(document: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+def _goal_value(goal: dict) -> str:
+    value, unit = goal["measured"], goal["unit"]
+    if value is None:
+        return "—"
+    return f"{value:.2f}×" if unit == "×" else f"{value:.2f} ms" if unit == "ms" else f"{_count(value)} {unit}"
+
+
+def ordered_cases(document: dict) -> list[dict]:
+    """The real-client cases first (ingest's, then ClickHouse's), then the capacity cases, each in run order."""
+    return sorted(document["cases"], key=lambda c: not c.get("one_in_flight"))
+
+
 def _case_rows(document: dict, show_shape: bool):
     headers = ["case", "sink"] + (["shape"] if show_shape else []) + [
-        "events", "clients", "events/s", "MB/s", "req/s", "ack ms p50/p99", "landed ms p50/p99", "CPU s", "peak RSS MB"]
+        "events", "clients", "conns×in flight", "events/s", "MB/s", "req/s", "ack ms p50/p99", "landed ms p50/p99",
+        "CPU s", "peak RSS MB"]
     rows = []
-    for c in document["cases"]:
+    for c in ordered_cases(document):
         head = [c["case"], c["sink"]] + ([c["shape"]] if show_shape else [])
         if c.get("events_per_second") is None:
-            rows.append(head + [_count(c["events"]), "", "skipped" if c.get("skipped") else "failed"] + [""] * 6)
+            rows.append(head + [_count(c["events"]), "", "", "skipped" if c.get("skipped") else "failed"] + [""] * 6)
             continue
         latency = c["latency_ms"]
-        clients = f"{c['clients']}×{c['pipeline']}" if c["pipeline"] else str(c["clients"])
+        connections = f"{c.get('connections') or c['clients']}×{c['pipeline']}" if c["pipeline"] else "—"
         rows.append(head + [
-            _count(c["events"]), clients, _count(c["events_per_second"]), f"{c['mb_per_second']:.1f}",
+            _count(c["events"]), str(c["clients"]), connections, _count(c["events_per_second"]), f"{c['mb_per_second']:.1f}",
             _count(c["requests_per_second"]), _pair(latency["ack"]), _pair(latency["landed"]),
             "—" if c["server_cpu_seconds"] is None else f"{c['server_cpu_seconds']:.2f}",
             "—" if c["server_peak_rss_bytes"] is None else f"{c['server_peak_rss_bytes'] / 1e6:,.0f}",
         ])
-    return headers, rows, "ll" + "l" * show_shape + "rrrrrrrrr"
+    return headers, rows, "ll" + "l" * show_shape + "rrrrrrrrrr"
 
 
 def _legend(document: dict, target: str | None, server: dict) -> list[str]:
@@ -168,8 +187,11 @@ def _legend(document: dict, target: str | None, server: dict) -> list[str]:
         f"Server: {where}; hot path {(server.get('hot_path') or {}).get('encoder', '?')}.",
         "events/s, MB/s: the case's events (and their NDJSON bytes) over the time from the first byte sent until "
         "GET /v1/stats shows all of them landed, i.e. committed to the sink (polled every 10 ms).",
-        "req/s: TCP send() calls or HTTP requests per second over that time. clients: client processes "
-        "(× HTTP requests in flight on each keep-alive connection, pipelined).",
+        "Cases: http-B-cN is what real clients do: N keep-alive connections, one request in flight on each (no "
+        "pipelining), B events per request; -none asks ?wait=none. The others are capacity figures: TCP, and HTTP "
+        "pipelined (few connections, many requests in flight).",
+        "req/s: TCP send() calls or HTTP requests per second over that time. clients: client processes; "
+        "conns×in flight: their HTTP connections in all × requests in flight on each.",
         "ack ms: HTTP round trip, from a request's first byte to its whole response (with pipelining it includes "
         "waiting behind the requests ahead of it). Ack mode: "
         + (f"?wait={wait}." if wait else "the server's default (received: buffered and in the synced write-ahead log).")
@@ -177,7 +199,20 @@ def _legend(document: dict, target: str | None, server: dict) -> list[str]:
         "landed ms: from an event's send() until /v1/stats counts it landed, reading the sent and landed curves "
         "against each other (batches taken as landing in order; ±10 ms). A batch that does not fill is sealed "
         f"by the flush interval ({_flag(flags, '--flush-interval', '?')} ms here).",
-        "CPU s: server utime+stime, all threads, over the case. peak RSS: server VmHWM, reset at the case start.",
+        "CPU s: server utime+stime, all threads, over the case. peak RSS: server VmHWM, reset at the case start "
+        "(ClickHouse's rows: clickhouse-server's, one server for all its cases).",
+    ]
+    clickhouse = document.get("clickhouse")
+    if clickhouse:
+        entries.append(
+            f"ClickHouse {clickhouse['version']} ({clickhouse['where']}), same clients, INSERT INTO t FORMAT "
+            f"JSONEachRow over HTTP, on the {clickhouse['shape']} corpus (18.16 reads no JSON object into a String "
+            "column). clickhouse-mergetree: answered once the part is written, so its events/s run until the last "
+            "answer and landed = acknowledged; one event per INSERT writes a part each, so those cases send at most "
+            f"{clickhouse['row_insert_events']:,} events. clickhouse-buffer: answered once in memory; its events/s "
+            f"run until SELECT count() of the {clickhouse['buffer']} table (rows in memory included) counts them all "
+            "(polled every 10 ms); they reach its MergeTree table at its next flush (250,000 rows or 1 s), untimed.")
+    entries += [
         f"Each case ran {document['settings']['repeats']}×; shown: its run with the median events/s. "
         f"Load average before/after: {_load(document['machine'])}.",
     ]
@@ -233,17 +268,29 @@ def write(document: dict, out: Path) -> list[Path]:
     return [results] + plot(document, out)
 
 
-def _series(document: dict):
-    """(label, transport, [(batch, case)]) for each transport × sink × shape, in batch order."""
-    groups: dict[tuple, list] = {}
+def _series(document: dict, one_in_flight: bool):
+    """(label, style, [case, ...] in batch order) for each line of a plot: the
+    real-client cases (ingest's by sink and ack, ClickHouse's by engine; one
+    connection apart) or the capacity cases (by transport and sink)."""
+    groups: dict[str, list] = {}
     show_shape = len(document["settings"]["shapes"]) > 1
     for c in document["cases"]:
-        if c.get("events_per_second") is None:
+        if c.get("events_per_second") is None or bool(c.get("one_in_flight")) != one_in_flight:
             continue
-        groups.setdefault((c["transport"], c["sink"], c["shape"]), []).append(c)
-    for (transport, sink, shape), cases in groups.items():
-        label = f"{transport.upper()} → {sink}" + (f" ({shape})" if show_shape else "")
-        yield label, transport, sorted(cases, key=lambda c: c["batch"])
+        who = ENGINE_NAMES.get(c["sink"]) or f"ingest → {c['sink']}"
+        if not one_in_flight:
+            who = f"{c['transport'].upper()}{' pipelined' if c['transport'] == 'http' else ''} → {c['sink']}"
+        label = (who + (", 1 connection" if c.get("connections") == 1 else "")
+                 + (f", ?wait={c['wait']}" if c.get("wait") else "") + (f" ({c['shape']})" if show_shape else ""))
+        groups.setdefault(label, []).append(c)
+    for label, cases in groups.items():
+        first = cases[0]
+        style = {
+            "marker": "D" if first.get("connections") == 1 else "s" if first.get("server") == "clickhouse" else "o",
+            "linestyle": "--" if first.get("server") == "clickhouse" or first["transport"] == "tcp" else "-",
+            "fillstyle": "none" if first.get("wait") == "none" else "full",
+        }
+        yield label, style, sorted(cases, key=lambda c: c["batch"])
 
 
 def plot(document: dict, out: Path) -> list[Path]:
@@ -252,71 +299,97 @@ def plot(document: dict, out: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    series = list(_series(document))
-    if not series:
+    panels = [(one_in_flight, list(_series(document, one_in_flight))) for one_in_flight in (True, False)]
+    panels = [(one_in_flight, series) for one_in_flight, series in panels if series]
+    if not panels:
         return []
+    titles = {True: "real clients: N connections, one request in flight each",
+              False: "capacity: pipelined HTTP, TCP"}
     written = []
-    styles = {"tcp": "o-", "http": "s--"}
-    colors = {label: f"C{n}" for n, (label, _, _) in enumerate(series)}
 
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=100)
-    for label, transport, cases in series:
-        ax.plot([c["batch"] for c in cases], [c["events_per_second"] for c in cases], styles[transport],
-                color=colors[label], label=label)
-    for key, color in (("pyarrow", "tab:gray"), ("duckdb-read-ndjson", "tab:olive")):
-        figure = baseline(document, key, document["settings"]["shapes"][0])
-        if figure:
-            ax.axhline(figure["events_per_second"], color=color, linestyle=":", linewidth=1,
-                       label=f"baseline: {figure['name']}")
-    _log_axes(ax)
-    ax.set_xlabel("events per request (HTTP) or per send() (TCP)")
-    ax.set_ylabel("events/s, first byte sent → landed")
-    ax.set_title(_plot_title(document, "throughput"), fontsize=10)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    fig, axes = plt.subplots(1, len(panels), figsize=(7.5 * len(panels), 6), dpi=110, squeeze=False)
+    for ax, (one_in_flight, series) in zip(axes[0], panels):
+        for n, (label, style, cases) in enumerate(series):
+            _plot_labelled(ax, [c["batch"] for c in cases], [c["events_per_second"] for c in cases],
+                           f"C{n % 10}", label, style, left=n % 2 == 1)
+        if not one_in_flight:
+            for key, color in (("pyarrow", "tab:gray"), ("duckdb-read-ndjson", "tab:olive")):
+                figure = baseline(document, key, document["settings"]["shapes"][0])
+                if figure:
+                    ax.axhline(figure["events_per_second"], color=color, linestyle=":", linewidth=1.2,
+                               label=f"{figure['name']}: {_short(figure['events_per_second'])}")
+        _log_axes(ax)
+        ax.set_xlabel("events per request (HTTP) or per send() (TCP)")
+        ax.set_ylabel("events/s, first byte sent → landed")
+        ax.set_title(titles[one_in_flight], fontsize=10)
+        ax.legend(fontsize=7, loc="best")
+    fig.suptitle(_plot_title(document, "throughput"), fontsize=10)
     fig.tight_layout()
     written.append(_save(fig, out / PLOTS[0]))
 
-    fig, (ack_ax, landed_ax) = plt.subplots(1, 2, figsize=(9, 4), dpi=100, sharex=True)
-    for label, transport, cases in series:
-        batches = [c["batch"] for c in cases]
-        for percentile, style in (("p50", "o-"), ("p99", "^:")):
-            if transport == "http":
-                ack_ax.plot(batches, [c["latency_ms"]["ack"][percentile] for c in cases], style,
-                            color=colors[label], label=f"{label} {percentile}")
-            landed_ax.plot(batches, [c["latency_ms"]["landed"][percentile] for c in cases], style,
-                           color=colors[label], label=f"{label} {percentile}")
-    for ax, what in ((ack_ax, "HTTP acknowledgement (round trip)"), (landed_ax, "sent → landed")):
-        _log_axes(ax)
-        ax.set_xlabel("events per request / send()")
-        ax.set_ylabel("ms")
-        ax.set_title(what, fontsize=10)
-        ax.grid(True, which="both", alpha=0.3)
-        if ax.lines:
-            ax.legend(fontsize=7)
+    fig, axes = plt.subplots(len(panels), 2, figsize=(16, 5.5 * len(panels)), dpi=110, squeeze=False)
+    for row, (one_in_flight, series) in zip(axes, panels):
+        for n, (label, style, cases) in enumerate(series):
+            batches = [c["batch"] for c in cases]
+            for ax, kind in zip(row, ("ack", "landed")):
+                if cases[0]["latency_ms"][kind] is None:  # TCP: no acknowledgement
+                    continue
+                for percentile, width in (("p50", 1.6), ("p99", 0.8)):
+                    _plot_labelled(ax, batches, [c["latency_ms"][kind][percentile] for c in cases], f"C{n % 10}",
+                                   label if percentile == "p50" else "_nolegend_",
+                                   {**style, "linewidth": width,
+                                    "linestyle": style["linestyle"] if percentile == "p50" else ":"},
+                                   left=n % 2 == 1)
+        for ax, what in zip(row, ("HTTP acknowledgement (round trip)", "sent → landed")):
+            _log_axes(ax)
+            ax.set_xlabel("events per request / send()")
+            ax.set_ylabel("ms: p50 (marked line), p99 (dotted)")
+            ax.set_title(f"{what} — {titles[one_in_flight]}", fontsize=9)
+        handles, labels = row[1].get_legend_handles_labels()  # every series has a landed latency
+        row[1].legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.suptitle(_plot_title(document, "latency percentiles"), fontsize=10)
     fig.tight_layout()
     written.append(_save(fig, out / PLOTS[1]))
     return written
 
 
+def _plot_labelled(ax, xs: list, ys: list, color: str, label: str, style: dict, left: bool = False) -> None:
+    """A line with each point's value written beside it (e.g. 438k), on its
+    left or right: alternating between series keeps close points' labels apart."""
+    ax.plot(xs, ys, color=color, label=label, markersize=5, **style)
+    for x, y in zip(xs, ys):
+        ax.annotate(_short(y), (x, y), textcoords="offset points", xytext=(-6 if left else 6, 2), fontsize=7,
+                    color=color, ha="right" if left else "left", va="center")
+
+
 def _log_axes(ax) -> None:
-    """Log scales labelled 1, 100, 10k, 1M rather than 10⁰, 10², 10⁴, 10⁶."""
-    from matplotlib.ticker import FuncFormatter
+    """Log scales with 1, 2 and 5 of each decade labelled (1, 2, 5, 10, 20 ... 1M),
+    major and minor gridlines; x: 1 to 10,000 events. Call it once the lines are drawn."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     ax.set_xscale("log")
     ax.set_yscale("log")
+    ax.set_xlim(0.35, 25_000)  # room for the labels left of the first points and right of the last
     ax.set_xticks([1, 10, 100, 1_000, 10_000])
-    for axis in (ax.xaxis, ax.yaxis):
-        axis.set_major_formatter(FuncFormatter(lambda value, _: _short(value)))
-    ax.yaxis.set_minor_formatter(FuncFormatter(lambda value, _: _short(value) if str(value)[0] in "25" else ""))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: _short(value)))
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: _short(value)))
+    ax.yaxis.set_minor_locator(LogLocator(base=10, subs=tuple(range(1, 10))))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.grid(True, which="major", alpha=0.5)
+    ax.grid(True, which="minor", alpha=0.15)
+    low, high = ax.get_ylim()
+    if high < 10 * low:  # at least a decade, or the 1-2-5 labels are too few to read a value off
+        middle = (low * high) ** 0.5
+        ax.set_ylim(middle / 10 ** 0.5, middle * 10 ** 0.5)
 
 
 def _short(value: float) -> str:
+    """Three significant digits with k or M: 438k, 1.93M, 59, 0.59."""
     for size, suffix in ((1e6, "M"), (1e3, "k")):
         if value >= size:
-            return f"{value / size:g}{suffix}"
-    return f"{value:g}"
+            return f"{value / size:.3g}{suffix}"
+    return f"{value:.3g}"
 
 
 def _plot_title(document: dict, what: str) -> str:

@@ -42,32 +42,26 @@ class BenchError(Exception):
     does not start, a target that does not answer)."""
 
 
-class StatsClient:
-    """GET /v1/stats over one keep-alive connection."""
+class KeepAliveConnection:
+    """HTTP requests over one keep-alive connection, reopened once if dropped."""
 
     def __init__(self, host: str, port: int):
         self.host, self.port = host, port
         self._conn: http.client.HTTPConnection | None = None
 
-    def document(self) -> dict:
-        for attempt in (1, 2):  # a dropped keep-alive connection is reopened once
+    def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+        for attempt in (1, 2):
             try:
                 if self._conn is None:
                     self._conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
-                self._conn.request("GET", "/v1/stats")
+                self._conn.request(method, path, body)
                 response = self._conn.getresponse()
-                body = response.read()
-                if response.status != 200:
-                    raise BenchError(f"GET /v1/stats on {self.host}:{self.port} answered {response.status}: {body[:200]!r}")
-                return json.loads(body)
+                return response.status, response.read()
             except (OSError, http.client.HTTPException):
                 self.close()
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
-
-    def table(self, name: str) -> dict:
-        return self.document()["tables"].get(name, {})
 
     def close(self) -> None:
         if self._conn is not None:
@@ -75,11 +69,36 @@ class StatsClient:
             self._conn = None
 
 
+class StatsClient(KeepAliveConnection):
+    """GET /v1/stats."""
+
+    def document(self) -> dict:
+        status, body = self.request("GET", "/v1/stats")
+        if status != 200:
+            raise BenchError(f"GET /v1/stats on {self.host}:{self.port} answered {status}: {body[:200]!r}")
+        return json.loads(body)
+
+    def table(self, name: str) -> dict:
+        return self.document()["tables"].get(name, {})
+
+
 def settled(counters: dict) -> int:
     """Events that have left the pipeline: landed, rejected or dead-lettered
     (`failed` in servers before the dead-letter store)."""
     return (counters.get("landed", 0) + counters.get("rejected", 0)
             + counters.get("dead_lettered", counters.get("failed", 0)))
+
+
+def terminate(process: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM to the process we started, by its PID; SIGKILL if it has not exited within `timeout`."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 class ProcessProbe:
@@ -150,13 +169,7 @@ class ServerUnderTest:
     def stop(self) -> None:
         if getattr(self, "stats", None) is not None:
             self.stats.close()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, STOP_TIMEOUT)
         self.proc.stdout.close()
         self._log.close()
 
