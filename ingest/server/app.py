@@ -94,6 +94,7 @@ class IngestServer:
             ThreadPoolExecutor(writers, thread_name_prefix="sink"),
             ThreadPoolExecutor(1, thread_name_prefix="deadletter"),
             ThreadPoolExecutor(2, thread_name_prefix="query"),
+            ThreadPoolExecutor(cores, thread_name_prefix="parse"),  # large HTTP bodies, apart from batch encodes
         ]
         self._context = PipelineContext(
             sink=self.sink,
@@ -126,7 +127,8 @@ class IngestServer:
             pipeline=self.pipeline, budget=self.budget, wal=self.wal, sink_health=self.sink_health,
             receipts=self.receipts, idempotency=self.idempotency, webhooks=self.webhooks,
             draining=lambda: self.draining, max_body_bytes=settings.max_body_bytes,
-            max_line_bytes=settings.max_line_bytes, observe_http=self.metrics.observe_http)
+            max_line_bytes=settings.max_line_bytes, observe_http=self.metrics.observe_http,
+            parse_pool=self._pools[4])
         self.pipeline(settings.tcp_table)
         tcp = await self._listen("TCP", settings.tcp_port,
                                  lambda: TcpIngestProtocol(intake, settings.tcp_table, self._tcp_connections))

@@ -2,6 +2,7 @@
 things taking in events needs, and what the admin endpoints read."""
 from __future__ import annotations
 
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Awaitable, Callable
 
@@ -27,6 +28,7 @@ class IntakeContext:
     max_body_bytes: int
     max_line_bytes: int
     observe_http: Callable[[str, int], None]  # counts an HTTP answer by route template and status
+    parse_pool: Executor | None = None  # where large bodies are decoded, beside the loop; None: on the loop
 
     def refusal(self) -> str | None:
         """Why no request can be taken in right now (and should be retried

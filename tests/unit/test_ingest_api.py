@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
+import pytest
 
 from ingest.core.budget import MemoryBudget
 from ingest.core.health import SinkHealth
@@ -14,8 +16,8 @@ from ingest.server.webhooks import Webhooks
 from ingest.sources import formats
 from ingest.sources.base import IntakeContext
 from ingest.sources.formats.base import Decoded
-from ingest.sources.http.ingest_api import IngestApi
-from ingest.sources.http.responses import Reply
+from ingest.sources.http.ingest_api import OFF_LOOP_BYTES, IngestApi
+from ingest.sources.http.responses import HttpError, Reply
 from ingest.sources.http.router import Request
 
 ARROW_TEST_TYPE = "application/vnd.ingest-test.arrow"
@@ -37,12 +39,12 @@ class RecordingPipeline:
         self.calls.append(("rejected", lines, errors, None, False))
 
 
-def ingest_api(tmp_path, pipeline) -> IngestApi:
+def ingest_api(tmp_path, pipeline, parse_pool=None, draining=lambda: False) -> IngestApi:
     return IngestApi(IntakeContext(
-        pipeline=lambda table: pipeline, budget=MemoryBudget(1 << 20), wal=None, sink_health=SinkHealth(),
+        pipeline=lambda table: pipeline, budget=MemoryBudget(1 << 24), wal=None, sink_health=SinkHealth(),
         receipts=ReceiptBook(60), idempotency=IdempotencyKeys(60), webhooks=Webhooks("", [], tmp_path / "failed"),
-        draining=lambda: False, max_body_bytes=1 << 20, max_line_bytes=1 << 20,
-        observe_http=lambda route, status: None))
+        draining=draining, max_body_bytes=1 << 24, max_line_bytes=1 << 20,
+        observe_http=lambda route, status: None, parse_pool=parse_pool))
 
 
 def post(api: IngestApi, content_type: str, body: bytes, headers: dict | None = None) -> Reply:
@@ -83,3 +85,58 @@ def test_ndjson_lands_through_append_lines_and_bad_lines_are_rejected_at_the_sou
     assert lines[:3] == ("lines", [b'{"n":1}', b"not json", b'{"n":2}'], [1])
     assert lines[4] is False  # no Idempotency-Key: the log record is not keyed
     assert rejected[0] == "rejected" and rejected[1] == [b"not json"]
+
+
+class RecordingPool(ThreadPoolExecutor):
+    """A real thread pool that counts what it was given."""
+
+    def __init__(self):
+        super().__init__(2)
+        self.submitted = 0
+
+    def submit(self, fn, /, *args, **kwargs):
+        self.submitted += 1
+        return super().submit(fn, *args, **kwargs)
+
+
+def test_a_large_body_is_decoded_in_the_parse_pool_and_keeps_its_per_line_errors(tmp_path):
+    lines = [b'{"n":%d,"pad":"%s"}' % (n, b"x" * 60) for n in range(2_000)]
+    lines[1234] = b'{"n": oops}'
+    body = b"\n".join(lines) + b"\n"
+    assert len(body) >= OFF_LOOP_BYTES
+    pipeline = RecordingPipeline()
+    with RecordingPool() as pool:
+        reply = post(ingest_api(tmp_path, pipeline, pool), "application/x-ndjson", body, {"idempotency-key": "big"})
+
+        assert pool.submitted == 1
+    document = json.loads(reply.body)
+    assert reply.status == 202 and (document["accepted"], document["rejected"]) == (1_999, 1)
+    assert document["errors"][0]["line"] == 1235
+    (appended, rejected) = pipeline.calls
+    assert appended[0] == "lines" and len(appended[1]) == 2_000 and appended[2] == [1234] and appended[4] is True
+    assert rejected[1] == [b'{"n": oops}']
+
+
+def test_a_small_body_is_decoded_on_the_loop(tmp_path):
+    pipeline = RecordingPipeline()
+    with RecordingPool() as pool:
+        reply = post(ingest_api(tmp_path, pipeline, pool), "application/x-ndjson", b'{"n":1}\n')
+
+        assert pool.submitted == 0
+    assert reply.status == 202 and pipeline.calls[0][1] == [b'{"n":1}']
+
+
+def test_a_large_body_still_being_decoded_when_shutdown_begins_is_refused_whole(tmp_path):
+    pipeline, state = RecordingPipeline(), {"draining": False}
+
+    class ShutdownWhileDecoding(RecordingPool):
+        def submit(self, fn, /, *args, **kwargs):
+            state["draining"] = True  # begins while the body is read in the pool
+            return super().submit(fn, *args, **kwargs)
+
+    with ShutdownWhileDecoding() as pool:
+        api = ingest_api(tmp_path, pipeline, pool, draining=lambda: state["draining"])
+        with pytest.raises(HttpError) as refused:
+            post(api, "application/x-ndjson", b'{"n":1}\n' * (OFF_LOOP_BYTES // 8 + 1))
+
+    assert refused.value.status == 503 and pipeline.calls == []

@@ -29,6 +29,7 @@ INGEST_TEMPLATE = "/v1/ingest/{table}"
 RECEIPT_HEADER = "Ingest-Receipt"
 DEFAULT_FLUSH_TIMEOUT = "30"  # seconds a wait=flushed request waits before answering 504
 MAX_ERRORS_REPORTED = 100
+OFF_LOOP_BYTES = 64 << 10  # a body this large is decoded in the parse pool, beside the loop
 KNOWN_OPTIONS = 1024  # distinct (table, query, headers) remembered, checked, at most
 
 # What each ?wait= mode waits for before it answers: "logged" = the lines are in the
@@ -69,9 +70,52 @@ class IngestApi:
                     self._options.clear()
                 self._options[options] = known
         wait, timeout, callback = known
-        key = headers.get("idempotency-key")
+        if len(request.body) >= OFF_LOOP_BYTES and self._intake.parse_pool is not None:
+            return self._ingest_decoded_off_loop(request, table, wait, timeout, callback)
+        return self._ingest(request, table, wait, timeout, callback, self._decode(request), None)
+
+    async def _ingest_decoded_off_loop(self, request: Request, table: str, wait: str, timeout: float, callback):
+        """A large body is decoded and checked (its key's digest taken too) in
+        the parse pool, the GIL released, so that several are read at once on
+        all cores while the loop goes on; its lines are then logged and
+        buffered on the loop, as a small body's are at once."""
+        intake, size = self._intake, len(request.body)
+        intake.budget.take(size)  # the body stays counted while it is read
+        try:
+            decoded, digest = await asyncio.get_running_loop().run_in_executor(
+                intake.parse_pool, self._decode_and_digest, request, table)
+        finally:
+            intake.budget.give_back(size)
+        refusal = intake.refusal()  # e.g. shutdown began meanwhile: nothing was accepted yet
+        if refusal:
+            raise HttpError(503, refusal, headers=RETRY_LATER)
+        answer = self._ingest(request, table, wait, timeout, callback, decoded, digest)
+        return answer if isinstance(answer, Reply) else await answer
+
+    def _decode_and_digest(self, request: Request, table: str):
+        key = request.headers.get("idempotency-key")
+        return self._decode(request), None if key is None else self._digest(table, request)
+
+    @staticmethod
+    def _digest(table: str, request: Request) -> str:
+        """What a retry under the same Idempotency-Key must match: the table and the body."""
+        return hashlib.sha256(table.encode() + b"\0" + request.body).hexdigest()
+
+    @staticmethod
+    def _decode(request: Request) -> formats.Decoded:
+        """The body's events by its Content-Type, each line checked."""
+        try:
+            return formats.decode(request.headers.get("content-type"), request.body)
+        except formats.UnsupportedContentType as exc:
+            raise HttpError(415, str(exc)) from None
+        except formats.InvalidBody as exc:
+            raise HttpError(400, str(exc)) from None
+
+    def _ingest(self, request: Request, table: str, wait: str, timeout: float, callback, decoded: formats.Decoded,
+                digest: str | None):
+        key = request.headers.get("idempotency-key")
         if key is None:
-            accepted = self._accept(table, request, callback, {})
+            accepted = self._accept(table, request, decoded, callback, {})
             waits, receipt = WAITS_FOR[wait], accepted.receipt
             if receipt is None or not waits:
                 return self._reply(202 if receipt is not None and not waits else accepted.status, accepted.body, receipt)
@@ -82,7 +126,7 @@ class IngestApi:
                     return self._reply(accepted.status, accepted.body, receipt)
                 return self._reply_when_synced(synced, accepted)  # answered from a callback: no task
             return self._answer_when(wait, timeout, accepted)
-        digest = hashlib.sha256(table.encode() + b"\0" + request.body).hexdigest()
+        digest = digest or self._digest(table, request)
         keys = self._intake.idempotency
         try:
             entry = keys.find(key, table, digest)
@@ -92,7 +136,7 @@ class IngestApi:
             return self._original_reply(entry)
         entry = keys.begin(key, table, digest)
         try:
-            accepted = self._accept(table, request, callback, {"key": key, "digest": digest, "table": table})
+            accepted = self._accept(table, request, decoded, callback, {"key": key, "digest": digest, "table": table})
         except BaseException:
             keys.forget(key)
             raise
@@ -184,14 +228,8 @@ class IngestApi:
         entry.reply.set_result(reply)
         return reply
 
-    def _accept(self, table: str, request: Request, callback, meta: dict) -> "Accepted":
-        """Decodes and checks the body, buffers (and logs) its good lines."""
-        try:
-            decoded = formats.decode(request.headers.get("content-type"), request.body)
-        except formats.UnsupportedContentType as exc:
-            raise HttpError(415, str(exc)) from None
-        except formats.InvalidBody as exc:
-            raise HttpError(400, str(exc)) from None
+    def _accept(self, table: str, request: Request, decoded: formats.Decoded, callback, meta: dict) -> "Accepted":
+        """Logs and buffers the decoded body's good lines, keeps its bad ones."""
         errors, accepted = decoded.errors, decoded.accepted
         pipeline = self._intake.pipeline(table)
         document = {"accepted": accepted, "rejected": len(errors), "errors": []}
