@@ -5,7 +5,7 @@ imports them."""
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -36,6 +36,10 @@ class Log(Protocol):
 
     def synced(self, lsn: int) -> asyncio.Future | None:
         """A future that resolves once `lsn` is durable, or None if it already is."""
+
+    def when_synced(self, lsn: int, callback: Callable[[OSError | None], None]) -> bool:
+        """Calls `callback(None)` once `lsn` is durable (`callback(OSError)` if
+        its fsync failed); False, with no call, when it is durable already."""
 
     def settle(self, table: str, lsn: int) -> None:
         """Every record of `table` up to `lsn` has landed or been dead-lettered."""

@@ -150,5 +150,8 @@ class MemoryLog:
     def synced(self, lsn: int):
         return None
 
+    def when_synced(self, lsn: int, callback) -> bool:
+        return False  # durable as soon as it is appended
+
     def settle(self, table: str, lsn: int) -> None:
         self.settled[table] = max(self.settled.get(table, 0), lsn)

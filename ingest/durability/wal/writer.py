@@ -24,7 +24,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -75,7 +75,7 @@ class WriteAheadLog:
         self._settled: dict[str, int] = {}  # table -> every record up to this lsn has settled
         self._written_lsn = 0
         self._synced_lsn = 0
-        self._waiters: list[tuple[int, asyncio.Future]] = []
+        self._waiters: list[tuple[int, Callable[[OSError | None], None]]] = []  # (lsn, told once it is durable)
         self.gaps: list[Gap] = []  # found by recover()
         self.missing_records = 0  # lsns in those gaps, for /metrics
         self.damaged_events = 0  # events that corrupt records' heads claim (unverified), for /metrics
@@ -213,13 +213,25 @@ class WriteAheadLog:
 
     def synced(self, lsn: int) -> asyncio.Future | None:
         """A future that resolves once `lsn` is durable, or None if it already is."""
-        if self.fsync == "off" or lsn <= self._synced_lsn:
-            return None
         future = self._loop.create_future()
-        self._waiters.append((lsn, future))
+
+        def settle(error: OSError | None) -> None:
+            if not future.done():
+                future.set_exception(error) if error is not None else future.set_result(None)
+
+        return future if self.when_synced(lsn, settle) else None
+
+    def when_synced(self, lsn: int, callback: Callable[[OSError | None], None]) -> bool:
+        """Calls `callback(None)` on the loop once `lsn` is durable, or
+        `callback(OSError)` if the fsync that was to make it so failed; False
+        (and no call) when it is durable already. A callback, not a future:
+        an ack waiting on it is answered in the same loop iteration as the fsync."""
+        if self.fsync == "off" or lsn <= self._synced_lsn:
+            return False
+        self._waiters.append((lsn, callback))
         if self.fsync == "always":
             self._start_sync()
-        return future
+        return True
 
     async def durable(self, lsn: int) -> None:
         future = self.synced(lsn)
@@ -252,20 +264,17 @@ class WriteAheadLog:
         self._sync_running = False
         if future is not None and future.exception() is not None:
             log.error("wal fsync failed: %s", future.exception())
-            for lsn, waiter in self._waiters:
-                if lsn <= target and not waiter.done():
-                    waiter.set_exception(OSError(f"write-ahead log fsync failed: {future.exception()}"))
-            self._waiters = [(lsn, w) for lsn, w in self._waiters if not w.done()]
+            error = OSError(f"write-ahead log fsync failed: {future.exception()}")
+            failed = [waiter for lsn, waiter in self._waiters if lsn <= target]
+            self._waiters = [(lsn, waiter) for lsn, waiter in self._waiters if lsn > target]
+            for waiter in failed:
+                waiter(error)
             return
         self._synced_lsn = max(self._synced_lsn, target)
-        still = []
-        for lsn, waiter in self._waiters:
-            if lsn <= self._synced_lsn:
-                if not waiter.done():
-                    waiter.set_result(None)
-            else:
-                still.append((lsn, waiter))
-        self._waiters = still
+        done = [waiter for lsn, waiter in self._waiters if lsn <= self._synced_lsn]
+        still = self._waiters = [(lsn, waiter) for lsn, waiter in self._waiters if lsn > self._synced_lsn]
+        for waiter in done:
+            waiter(None)
         if still and self.fsync == "always":
             self._start_sync()  # what was waited for while this fsync ran shares the next one
 
@@ -335,6 +344,7 @@ class WriteAheadLog:
             self._files.close(self._fd)
             self._fd = None
         self._sync_pool.shutdown(wait=True)
-        for waiter in (w for _, w in self._waiters if not w.done()):
-            waiter.set_result(None)
+        waiters, self._waiters = self._waiters, []
+        for _, waiter in waiters:  # the close fsynced them
+            waiter(None)
         self._collect()

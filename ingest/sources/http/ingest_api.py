@@ -120,11 +120,9 @@ class IngestApi:
             if receipt is None or not waits:
                 return self._reply(202 if receipt is not None and not waits else accepted.status, accepted.body, receipt)
             if "landed" not in waits:
-                lsn = accepted.lsn
-                synced = self._intake.wal.synced(lsn) if lsn is not None else None  # None: durable already
-                if synced is None:
+                if accepted.lsn is None:  # not logged: --wal off
                     return self._reply(accepted.status, accepted.body, receipt)
-                return self._reply_when_synced(synced, accepted)  # answered from a callback: no task
+                return self._reply_when_synced(accepted)  # answered from a callback: no task
             return self._answer_when(wait, timeout, accepted)
         digest = digest or self._digest(table, request)
         keys = self._intake.idempotency
@@ -172,11 +170,13 @@ class IngestApi:
         body = body if isinstance(body, bytes) else json_body(body)
         return Reply(status, body, JSON_TYPE, ((RECEIPT_HEADER, receipt.id),) if receipt is not None else ())
 
-    def _reply_when_synced(self, synced: asyncio.Future, accepted: "Accepted") -> asyncio.Future:
-        reply = synced.get_loop().create_future()
+    def _reply_when_synced(self, accepted: "Accepted") -> Reply | asyncio.Future:
+        """The reply now if the request's record is durable already, else a
+        future of it, set by the log as its fsync ends."""
+        reply = asyncio.get_running_loop().create_future()
 
-        def answer(done: asyncio.Future) -> None:
-            if done.exception() is not None:  # the lines are buffered: answer once they have landed instead
+        def answer(error: OSError | None) -> None:
+            if error is not None:  # the lines are buffered: answer once they have landed instead
                 landed = asyncio.ensure_future(self._answer_when("flushed", float(DEFAULT_FLUSH_TIMEOUT),
                                                                  accepted._replace(lsn=None)))
                 landed.add_done_callback(lambda t: reply.set_exception(t.exception()) if t.exception()
@@ -184,7 +184,8 @@ class IngestApi:
             else:
                 reply.set_result(self._reply(accepted.status, accepted.body, accepted.receipt))
 
-        synced.add_done_callback(answer)
+        if not self._intake.wal.when_synced(accepted.lsn, answer):
+            return self._reply(accepted.status, accepted.body, accepted.receipt)
         return reply
 
     async def _answer_when(self, wait: str, timeout: float, accepted: "Accepted") -> Reply:
