@@ -51,6 +51,7 @@ class IngestApi:
     def __init__(self, intake: IntakeContext):
         self._intake = intake
         self._options: dict[tuple, tuple] = {}  # (table, query, wait and callback headers) -> checked options
+        self._loop: asyncio.AbstractEventLoop | None = None  # the one the requests come in on
 
     def admit(self) -> HttpError | None:
         refusal = self._intake.refusal()
@@ -173,7 +174,10 @@ class IngestApi:
     def _reply_when_synced(self, accepted: "Accepted") -> Reply | asyncio.Future:
         """The reply now if the request's record is durable already, else a
         future of it, set by the log as its fsync ends."""
-        reply = asyncio.get_running_loop().create_future()
+        loop = self._loop
+        if loop is None or loop.is_closed():  # asyncio.get_running_loop() costs a getpid() call in 3.11
+            loop = self._loop = asyncio.get_running_loop()
+        reply = loop.create_future()
 
         def answer(error: OSError | None) -> None:
             if error is not None:  # the lines are buffered: answer once they have landed instead
@@ -245,7 +249,8 @@ class IngestApi:
             reply = (b'{"accepted":%d,"rejected":0,"errors":[],"receipt":"%s"}' % (accepted, receipt.id.encode())
                      if not errors else json_body(document))  # a receipt id is letters and digits
             # the reply is encoded once; the logged meta wraps it as it is
-            head = (b'{"receipt":"%s","created":%r,"callback":null' % (receipt.id.encode(), receipt.created)
+            head = (b'{"receipt":"%s","created":%d.%06d,"callback":null' % (receipt.id.encode(), *divmod(
+                        round(receipt.created * 1e6), 1_000_000))  # integers: repr(float) costs more than the rest
                     if not meta and callback is None else
                     json_body({**meta, "receipt": receipt.id, "created": receipt.created, "callback": callback})[:-1])
             logged = head + b',"reply":' + reply + b"}"
