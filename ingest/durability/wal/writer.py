@@ -71,6 +71,7 @@ class WriteAheadLog:
         self._segment: Path | None = None
         self._segment_size = 0
         self._segments: dict[Path, dict[str, int]] = {}  # segment -> table -> last lsn in it
+        self._segment_tables: dict[str, int] = {}  # the current segment's entry in _segments
         self._segment_keys: dict[Path, list[bytes]] = {}  # segment -> meta of its keyed records
         self._settled: dict[str, int] = {}  # table -> every record up to this lsn has settled
         self._written_lsn = 0
@@ -175,7 +176,7 @@ class WriteAheadLog:
         lsn = self.next_lsn
         self._write(parts_for(lsn), lsn)
         self.next_lsn += 1
-        self._segments[self._segment][table] = lsn
+        self._segment_tables[table] = lsn
         if keyed:
             self._segment_keys[self._segment].append(bytes(meta))
         return lsn
@@ -257,8 +258,16 @@ class WriteAheadLog:
             return
         self._sync_running = True
         target = self._written_lsn
-        future = self._loop.run_in_executor(self._sync_pool, self._files.fsync, self._fd)
-        future.add_done_callback(lambda f: self._synced(target, f))
+        # a plain pool future, handed back with call_soon_threadsafe: no asyncio future to chain per fsync
+        future = self._sync_pool.submit(self._files.fsync, self._fd)
+        future.add_done_callback(lambda f: self._hand_back(self._synced, target, f))
+
+    def _hand_back(self, callback, *args) -> None:
+        """From the fsync thread to the loop."""
+        try:
+            self._loop.call_soon_threadsafe(callback, *args)
+        except RuntimeError:  # the loop has closed: nobody is left to tell
+            pass
 
     def _synced(self, target: int, future) -> None:
         self._sync_running = False
@@ -299,7 +308,7 @@ class WriteAheadLog:
             files.close(self._fd)
             self._synced_lsn = self._written_lsn
         self._fd, self._segment, self._segment_size = fd, path, HEADER_SIZE
-        self._segments[path] = {}
+        self._segments[path] = self._segment_tables = {}  # the current segment's, at hand for every append
         self._segment_keys[path] = []
         self._collect()
 
