@@ -236,7 +236,7 @@ class HttpIngestProtocol(asyncio.Protocol):
             return error_reply(exc)
         if isinstance(answer, Reply):
             return answer
-        task = asyncio.ensure_future(answer)
+        task = answer if isinstance(answer, asyncio.Future) else asyncio.ensure_future(answer)  # a coroutine: a task
         if route.cancel_on_disconnect:
             self._abandonable.add(task)
             task.add_done_callback(self._abandonable.discard)
