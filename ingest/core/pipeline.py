@@ -222,12 +222,11 @@ class TablePipeline:
         spans_view, data_view = lines.spans(), lines.data()
         spans = None
         try:
-            if not len(rejected):  # the spans as the buffer holds them
-                return self._context.wal.append(self.table, spans_view[:2 * lines.events], data_view, meta, keyed=keyed)
-            spans = np.frombuffer(spans_view, np.int64, 2 * lines.events).reshape(-1, 2)
-            if len(rejected):
-                spans = np.delete(spans, rejected, axis=0)
-            spans = spans.reshape(-1)
+            if len(rejected):  # the kept lines' spans, a copy
+                spans = np.delete(np.frombuffer(spans_view, np.int64, 2 * lines.events).reshape(-1, 2), rejected,
+                                  axis=0).reshape(-1)
+            else:  # the spans as the buffer holds them
+                spans = spans_view[:2 * lines.events]
             return self._context.wal.append(self.table, spans, data_view, meta, keyed=keyed)
         finally:
             del spans
