@@ -214,25 +214,31 @@ class WriteAheadLog:
 
     def synced(self, lsn: int) -> asyncio.Future | None:
         """A future that resolves once `lsn` is durable, or None if it already is."""
+        if self._durable_already(lsn):
+            return None
         future = self._loop.create_future()
 
         def settle(error: OSError | None) -> None:
             if not future.done():
                 future.set_exception(error) if error is not None else future.set_result(None)
 
-        return future if self.when_synced(lsn, settle) else None
+        self.when_synced(lsn, settle)
+        return future
 
     def when_synced(self, lsn: int, callback: Callable[[OSError | None], None]) -> bool:
         """Calls `callback(None)` on the loop once `lsn` is durable, or
         `callback(OSError)` if the fsync that was to make it so failed; False
         (and no call) when it is durable already. A callback, not a future:
         an ack waiting on it is answered in the same loop iteration as the fsync."""
-        if self.fsync == "off" or lsn <= self._synced_lsn:
+        if self._durable_already(lsn):
             return False
         self._waiters.append((lsn, callback))
         if self.fsync == "always":
             self._start_sync()
         return True
+
+    def _durable_already(self, lsn: int) -> bool:
+        return self.fsync == "off" or lsn <= self._synced_lsn
 
     async def durable(self, lsn: int) -> None:
         future = self.synced(lsn)
