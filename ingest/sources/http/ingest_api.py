@@ -71,11 +71,20 @@ class IngestApi:
                     self._options.clear()
                 self._options[options] = known
         wait, timeout, callback = known
+        key = headers.get("idempotency-key")
         if len(request.body) >= OFF_LOOP_BYTES and self._intake.parse_pool is not None:
-            return self._ingest_decoded_off_loop(request, table, wait, timeout, callback)
-        return self._ingest(request, table, wait, timeout, callback, self._decode(request), None)
+            return self._ingest_decoded_off_loop(request, table, key, wait, timeout, callback)
+        return self._ingest(request, table, key, wait, timeout, callback, self._decode(request), None)
 
-    async def _ingest_decoded_off_loop(self, request: Request, table: str, wait: str, timeout: float, callback):
+    def _event_loop(self) -> asyncio.AbstractEventLoop:
+        """The loop the requests come in on (asyncio.get_running_loop() costs a getpid() call in 3.11)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
+
+    async def _ingest_decoded_off_loop(self, request: Request, table: str, key: str | None, wait: str, timeout: float,
+                                       callback):
         """A large body is decoded and checked (its key's digest taken too) in
         the parse pool, the GIL released, so that several are read at once on
         all cores while the loop goes on; its lines are then logged and
@@ -83,18 +92,17 @@ class IngestApi:
         intake, size = self._intake, len(request.body)
         intake.budget.take(size)  # the body stays counted while it is read
         try:
-            decoded, digest = await asyncio.get_running_loop().run_in_executor(
-                intake.parse_pool, self._decode_and_digest, request, table)
+            decoded, digest = await self._event_loop().run_in_executor(
+                intake.parse_pool, self._decode_and_digest, request, table, key)
         finally:
             intake.budget.give_back(size)
         refusal = intake.refusal()  # e.g. shutdown began meanwhile: nothing was accepted yet
         if refusal:
             raise HttpError(503, refusal, headers=RETRY_LATER)
-        answer = self._ingest(request, table, wait, timeout, callback, decoded, digest)
+        answer = self._ingest(request, table, key, wait, timeout, callback, decoded, digest)
         return answer if isinstance(answer, Reply) else await answer
 
-    def _decode_and_digest(self, request: Request, table: str):
-        key = request.headers.get("idempotency-key")
+    def _decode_and_digest(self, request: Request, table: str, key: str | None):
         return self._decode(request), None if key is None else self._digest(table, request)
 
     @staticmethod
@@ -112,9 +120,8 @@ class IngestApi:
         except formats.InvalidBody as exc:
             raise HttpError(400, str(exc)) from None
 
-    def _ingest(self, request: Request, table: str, wait: str, timeout: float, callback, decoded: formats.Decoded,
-                digest: str | None):
-        key = request.headers.get("idempotency-key")
+    def _ingest(self, request: Request, table: str, key: str | None, wait: str, timeout: float, callback,
+                decoded: formats.Decoded, digest: str | None):
         if key is None:
             accepted = self._accept(table, request, decoded, callback, {})
             waits, receipt = WAITS_FOR[wait], accepted.receipt
@@ -174,10 +181,7 @@ class IngestApi:
     def _reply_when_synced(self, accepted: "Accepted") -> Reply | asyncio.Future:
         """The reply now if the request's record is durable already, else a
         future of it, set by the log as its fsync ends."""
-        loop = self._loop
-        if loop is None or loop.is_closed():  # asyncio.get_running_loop() costs a getpid() call in 3.11
-            loop = self._loop = asyncio.get_running_loop()
-        reply = loop.create_future()
+        reply = self._event_loop().create_future()
 
         def answer(error: OSError | None) -> None:
             if error is not None:  # the lines are buffered: answer once they have landed instead
