@@ -128,7 +128,7 @@ class IngestServer:
             receipts=self.receipts, idempotency=self.idempotency, webhooks=self.webhooks,
             draining=lambda: self.draining, max_body_bytes=settings.max_body_bytes,
             max_line_bytes=settings.max_line_bytes, observe_http=self.metrics.observe_http,
-            parse_pool=self._pools[4])
+            parse_pool=self._pools[4], observe_refusal=self.metrics.observe_refusal)
         self.pipeline(settings.tcp_table)
         tcp = await self._listen("TCP", settings.tcp_port,
                                  lambda: TcpIngestProtocol(intake, settings.tcp_table, self._tcp_connections))

@@ -84,12 +84,22 @@ class Metrics:
             registry=self.registry,
         )
         self._http_counters: dict[tuple[str, int], object] = {}  # bounded: route templates x statuses
+        self._refusals = Counter(
+            "ingest_refusals", "Requests and connections refused before intake, by reason and token name "
+            "(never its secret; empty when none was given)", ["reason", "token"], registry=self.registry,
+        )
 
     def observe_http(self, route: str, status: int) -> None:
         counter = self._http_counters.get((route, status))
         if counter is None:  # labels() takes a lock and builds its key: once per route and status
             counter = self._http_counters[route, status] = self._http_requests.labels(route, str(status))
         counter.inc()
+
+    def observe_refusal(self, reason: str, token: str = "") -> None:
+        """One refusal: `reason` a short fixed word (unauthenticated, forbidden,
+        rate_limited, header_too_large, too_many_connections, ...), `token` the
+        name of the token the request carried, if any."""
+        self._refusals.labels(reason, token).inc()
 
     def observe_flush(self, table: str, seconds: float) -> None:
         self._flush_seconds.labels(table).observe(seconds)

@@ -29,6 +29,8 @@ class IntakeContext:
     max_line_bytes: int
     observe_http: Callable[[str, int], None]  # counts an HTTP answer by route template and status
     parse_pool: Executor | None = None  # where large bodies are decoded, beside the loop; None: on the loop
+    # counts a refusal in /metrics by reason and token name (see Metrics.observe_refusal)
+    observe_refusal: Callable[[str, str], None] = lambda reason, token="": None
 
     def refusal(self) -> str | None:
         """Why no request can be taken in right now (and should be retried
