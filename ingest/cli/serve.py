@@ -24,20 +24,33 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--config", type=Path, metavar="FILE", help="TOML file with settings")
     defaults = Settings()
-    for f in config.settable_fields():
-        kind = {"int": int, "Path": Path}.get(f.type, str)
+    for f in config.flag_fields():
+        described = f"{f.metadata['help']} (default: {getattr(defaults, f.name)}; env {config.env_name(f.name)})"
+        if f.type == "bool":
+            parser.add_argument(config.flag_name(f.name), dest=f.name, action="store_true", default=None,
+                                help=described)
+            continue
+        kind = {"int": int, "Path": Path, "Path | None": Path}.get(f.type, str)
         extra = {"choices": config.SINKS} if f.name == "sink" else {}
         parser.add_argument(
             config.flag_name(f.name), dest=f.name, type=kind, default=None,
             metavar=f.name.upper() if f.name != "sink" else None,
-            help=f"{f.metadata['help']} (default: {getattr(defaults, f.name)}; env {config.env_name(f.name)})",
-            **extra,
+            help=described, **extra,
         )
+    for flag in config.secret_flags():  # refused with a reason, not "unrecognized arguments"
+        parser.add_argument(flag, dest="secret_on_command_line", action="append", metavar="SECRET",
+                            help=argparse.SUPPRESS)
 
 
 def run(args) -> int:
     """Raises ConfigError for a bad setting (the parser reports it)."""
-    cli_values = {f.name: getattr(args, f.name) for f in config.settable_fields()}
+    if getattr(args, "secret_on_command_line", None):
+        flag = config.secret_flags()[0]  # the one secret setting: --webhook-secret
+        name = flag[2:].replace("-", "_")
+        raise config.ConfigError(
+            f"{flag} would show the secret to anyone who can list processes (/proc/PID/cmdline); set it in the "
+            f"environment ({config.env_name(name)}), in a file ({flag}-file) or in the --config file")
+    cli_values = {f.name: getattr(args, f.name) for f in config.flag_fields()}
     settings = config.load(args.config, cli_values)
     from ingest.server.app import StartupError, run as run_server
 

@@ -77,6 +77,7 @@ class IngestServer:
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
         settings = self.settings
+        self._check_exposure()
         try:
             self._lock = DataDirLock(settings.data_dir).acquire("this server")  # creates the directory too
         except DataDirInUse as exc:
@@ -128,7 +129,7 @@ class IngestServer:
             receipts=self.receipts, idempotency=self.idempotency, webhooks=self.webhooks,
             draining=lambda: self.draining, max_body_bytes=settings.max_body_bytes,
             max_line_bytes=settings.max_line_bytes, observe_http=self.metrics.observe_http,
-            parse_pool=self._pools[4], observe_refusal=self.metrics.observe_refusal)
+            parse_pool=self._pools[4], observe_refusal=self.metrics.observe_refusal, tokens=settings.auth)
         self.pipeline(settings.tcp_table)
         tcp = await self._listen("TCP", settings.tcp_port,
                                  lambda: TcpIngestProtocol(intake, settings.tcp_table, self._tcp_connections))
@@ -140,6 +141,7 @@ class IngestServer:
         self._listeners = [tcp, http]
         self.tcp_port = tcp.sockets[0].getsockname()[1]
         self.http_port = http.sockets[0].getsockname()[1]
+        self.webhooks.own_endpoints.add((settings.host.lower().strip("[]"), self.http_port))
         try:
             write_state(settings.data_dir, ServerState(os.getpid(), settings.host, self.sink.name,
                                                        self.tcp_port, self.http_port))
@@ -150,6 +152,19 @@ class IngestServer:
         for sig in (signal.SIGINT, signal.SIGTERM):  # before the line that says it is up
             self.loop.add_signal_handler(sig, self.request_stop)
         print(f"ingest: listening tcp={settings.host}:{self.tcp_port} http={settings.host}:{self.http_port}", flush=True)
+
+    def _check_exposure(self) -> None:
+        """Listening beyond loopback with no tokens lets anyone write and
+        query: refused unless the operator says so."""
+        settings = self.settings
+        if settings.loopback_only or settings.auth.enabled:
+            return
+        if not settings.allow_unauthenticated:
+            raise StartupError(f"--host {settings.host} listens beyond loopback but no [[auth.tokens]] are configured "
+                               "(--config): anyone who reaches the ports could write and query; configure tokens, or "
+                               "pass --allow-unauthenticated if a proxy or firewall guards it")
+        log.warning("listening on %s with no tokens (--allow-unauthenticated): anyone who reaches the ports may "
+                    "write and query", settings.host)
 
     async def _listen(self, what: str, port: int, protocol) -> asyncio.AbstractServer:
         try:

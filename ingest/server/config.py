@@ -17,6 +17,7 @@ from ingest.durability import FSYNC_MODES as WAL_FSYNC_MODES
 from ingest.protocol import table_name_problem
 from ingest.server.state import state_path
 from ingest.sinks.registry import SINKS
+from ingest.sources.auth import SCOPES, Token, Tokens, secret_digest
 
 class ConfigError(ValueError):
     """A setting has a value the server cannot use."""
@@ -50,10 +51,13 @@ class Settings:
     wal_segment_bytes: int = field(default=64 << 20, metadata={"help": "write-ahead-log segment size"})
     receipt_retention: int = field(default=3600, metadata={"help": "seconds a settled receipt stays queryable at GET /v1/receipts/{id}"})
     idempotency_window: int = field(default=86400, metadata={"help": "seconds an Idempotency-Key is remembered"})
-    webhook_secret: str = field(default="", metadata={"help": "HMAC-SHA256 key that signs webhook notices (webhooks are off without it)"})
+    webhook_secret: str = field(default="", metadata={"help": "HMAC-SHA256 key that signs webhook notices (webhooks are off without it)", "secret": True})
+    webhook_secret_file: Path | None = field(default=None, metadata={"help": "file holding the webhook signing key (instead of INGEST_WEBHOOK_SECRET)"})
     webhook_allow: str = field(default="127.0.0.1,::1,localhost", metadata={"help": "comma-separated hosts that callback URLs may name"})
+    allow_unauthenticated: bool = field(default=False, metadata={"help": "listen beyond loopback (--host) with no [[auth.tokens]] configured: anyone who reaches the ports may write and query"})
     log_level: str = field(default="info", metadata={"help": "debug, info, warning or error"})
     tables: dict = field(default_factory=dict, metadata={"config_only": True})  # name -> TableConfig, from [tables.NAME]
+    auth: Tokens = field(default_factory=Tokens, metadata={"config_only": True})  # from [auth] and [[auth.tokens]]
 
     def validate(self) -> None:
         if self.sink not in SINKS:
@@ -76,6 +80,11 @@ class Settings:
         for name in ("retry_attempts", "retry_timeout", "retry_base_ms", "shutdown_grace", "sink_delay_ms"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, not {getattr(self, name)}")
+
+    @property
+    def loopback_only(self) -> bool:
+        """Whether the sources listen on loopback only (nobody else can reach them)."""
+        return is_loopback(self.host)
 
     @property
     def duckdb_path(self) -> Path:
@@ -108,8 +117,101 @@ class TableConfig:
 
 
 def settable_fields() -> list:
-    """The settings a flag or an environment variable can set."""
+    """The settings an environment variable (and, but for secrets, a flag) can set."""
     return [f for f in dataclasses.fields(Settings) if not f.metadata.get("config_only")]
+
+
+def flag_fields() -> list:
+    """The settings a command-line flag can set: not secrets, which anyone
+    could read from the process list (/proc/PID/cmdline)."""
+    return [f for f in settable_fields() if not f.metadata.get("secret")]
+
+
+def secret_flags() -> list[str]:
+    return [flag_name(f.name) for f in settable_fields() if f.metadata.get("secret")]
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+TOKEN_KEYS = {"name", "secret", "secret_env", "secret_file", "scopes", "tables", "events_per_second",
+              "bytes_per_second"}
+
+
+def _tokens(auth, config_file, environ) -> Tokens:
+    """[auth] open_probes and its [[auth.tokens]], checked."""
+    if not isinstance(auth, dict) or set(auth) - {"tokens", "open_probes"}:
+        raise ConfigError(f"{config_file}: [auth] takes only open_probes and [[auth.tokens]]")
+    open_probes = auth.get("open_probes", False)
+    if not isinstance(open_probes, bool):
+        raise ConfigError(f"{config_file}: [auth] open_probes must be true or false")
+    entries = auth.get("tokens", [])
+    if not isinstance(entries, list) or not all(isinstance(t, dict) for t in entries):
+        raise ConfigError(f"{config_file}: tokens go in [[auth.tokens]] tables")
+    tokens, names, digests = [], set(), set()
+    for number, entry in enumerate(entries, 1):
+        name = entry.get("name")
+        where = f"{config_file}: [[auth.tokens]] #{number}" + (f" ({name!r})" if isinstance(name, str) else "")
+        unknown = set(entry) - TOKEN_KEYS
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; a token takes "
+                              f"{', '.join(sorted(TOKEN_KEYS))}")
+        if not isinstance(name, str) or not name.strip() or len(name) > 128:
+            raise ConfigError(f"{where}: needs a name (a string, up to 128 characters)")
+        if name in names:
+            raise ConfigError(f"{where}: two tokens are named {name!r}")
+        names.add(name)
+        secret = _token_secret(entry, where, environ)
+        digest = secret_digest(secret)
+        if digest in digests:
+            raise ConfigError(f"{where}: has the same secret as another token")
+        digests.add(digest)
+        scopes = entry.get("scopes")
+        if not isinstance(scopes, list) or not scopes or not all(s in SCOPES for s in scopes):
+            raise ConfigError(f"{where}: scopes must be a non-empty list of {', '.join(SCOPES)}")
+        tables = entry.get("tables", [])
+        if not isinstance(tables, list) or not all(isinstance(t, str) and t for t in tables):
+            raise ConfigError(f"{where}: tables must be a list of table names or globs, e.g. [\"events\", \"clicks_*\"]")
+        quotas = {}
+        for key in ("events_per_second", "bytes_per_second"):
+            value = entry.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
+                raise ConfigError(f"{where}: {key} must be a positive number")
+            quotas[key] = float(value) if value is not None else None
+        tokens.append(Token(name, digest, frozenset(scopes), tuple(t.lower() for t in tables), **quotas))
+    return Tokens(tokens, open_probes)
+
+
+def _token_secret(entry: dict, where: str, environ) -> str:
+    given = [key for key in ("secret", "secret_env", "secret_file") if key in entry]
+    if len(given) != 1:
+        raise ConfigError(f"{where}: give exactly one of secret, secret_env or secret_file")
+    key, value = given[0], entry[given[0]]
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where}: {key} must be a non-empty string")
+    if key == "secret_env":
+        secret = environ.get(value)
+        if secret is None:
+            raise ConfigError(f"{where}: the environment variable {value} (secret_env) is not set")
+    elif key == "secret_file":
+        try:
+            secret = Path(value).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"{where}: cannot read secret_file {value}: {exc.strerror or exc}") from None
+    else:
+        secret = value
+    secret = secret.strip()
+    if len(secret) < 16:
+        raise ConfigError(f"{where}: the secret must be at least 16 characters (e.g. `openssl rand -hex 24`)")
+    return secret
 
 
 def _table_configs(tables, config_file) -> dict:
@@ -156,8 +258,16 @@ def _convert(name: str, value, source: str):
     try:
         if kind == "int":
             return int(value)
-        if kind == "Path":
+        if kind == "Path | None" or kind == "Path":
             return Path(value)
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("1", "true", "yes", "on"):
+                return True
+            if str(value).lower() in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(value)
         return str(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{source}: {name} must be an {kind}, not {value!r}") from None
@@ -173,6 +283,7 @@ def load(config_file: Path | None, cli_values: dict, environ=os.environ) -> Sett
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read config file {config_file}: {exc}") from None
         values["tables"] = _table_configs(root.pop("tables", {}), config_file)
+        values["auth"] = _tokens(root.pop("auth", {}), config_file, environ)
         doc = root.get("serve", root)  # settings may sit at top level or under [serve]
         for key, value in doc.items():
             key = key.replace("-", "_")
@@ -186,5 +297,13 @@ def load(config_file: Path | None, cli_values: dict, environ=os.environ) -> Sett
         if value is not None:
             values[name] = _convert(name, value, flag_name(name))
     settings = Settings(**values)
+    if settings.webhook_secret_file is not None:
+        if settings.webhook_secret:
+            raise ConfigError("give the webhook secret once: INGEST_WEBHOOK_SECRET or webhook_secret_file, not both")
+        try:
+            settings.webhook_secret = settings.webhook_secret_file.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read webhook_secret_file {settings.webhook_secret_file}: "
+                              f"{exc.strerror or exc}") from None
     settings.validate()
     return settings

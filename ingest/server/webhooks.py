@@ -25,6 +25,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from ingest.backoff import full_jitter
+from ingest.server.config import is_loopback
 
 log = logging.getLogger("ingest.webhooks")
 
@@ -75,11 +76,12 @@ class Webhooks:
         self._closed = False
         self.delivered = 0
         self.failed = 0
+        self.own_endpoints: set[tuple[str, int]] = set()  # (host, port) this server answers HTTP on: never a callback
 
     def check(self, url: str) -> str:
         """The callback URL if it may be used, else CallbackRefused saying why."""
         if not self._secret:
-            raise CallbackRefused("webhooks need a signing secret: start the server with --webhook-secret")
+            raise CallbackRefused("webhooks need a signing secret: set INGEST_WEBHOOK_SECRET or --webhook-secret-file")
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise CallbackRefused(f"callback {url!r} is not an http(s) URL")
@@ -87,10 +89,19 @@ class Webhooks:
             raise CallbackRefused(f"callback host {parts.hostname!r} is not allowed; allowed: "
                                   f"{', '.join(sorted(self.allowed_hosts))} (--webhook-allow)")
         try:
-            parts.port
+            port = parts.port or (443 if parts.scheme == "https" else 80)
         except ValueError:
             raise CallbackRefused(f"callback {url!r} has an invalid port") from None
+        if self._is_own(parts.hostname.lower().rstrip("."), port):
+            raise CallbackRefused(f"callback {url!r} is this server's own HTTP endpoint: its notices would ingest "
+                                  "themselves and ask for more")
         return url
+
+    def _is_own(self, host: str, port: int) -> bool:
+        for own_host, own_port in self.own_endpoints:
+            if port == own_port and (host == own_host or is_loopback(host) or own_host in ("0.0.0.0", "::", "")):
+                return True
+        return False
 
     def notify(self, url: str, notice: dict) -> None:
         if self._closed:

@@ -3,8 +3,10 @@ things taking in events needs, and what the admin endpoints read."""
 from __future__ import annotations
 
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Awaitable, Callable
+
+from ingest.sources.auth import Tokens
 
 if TYPE_CHECKING:
     from ingest.core.budget import MemoryBudget
@@ -31,6 +33,7 @@ class IntakeContext:
     parse_pool: Executor | None = None  # where large bodies are decoded, beside the loop; None: on the loop
     # counts a refusal in /metrics by reason and token name (see Metrics.observe_refusal)
     observe_refusal: Callable[[str, str], None] = lambda reason, token="": None
+    tokens: Tokens = field(default_factory=Tokens)  # who may call what; no tokens: no auth
 
     def refusal(self) -> str | None:
         """Why no request can be taken in right now (and should be retried

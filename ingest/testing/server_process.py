@@ -69,6 +69,7 @@ class ServerProcess:
             self.proc.kill()
             raise AssertionError(f"server did not start: {line!r}\n{self.log()}")
         self.host, self.tcp_port, self.http_port = listening
+        self.authorization: str | None = None  # sent with every request the helpers make, when set
 
     def log(self) -> str:
         if not self._log.closed:
@@ -88,8 +89,11 @@ class ServerProcess:
 
     def http(self, method: str, path: str, body=None, headers=None) -> tuple[int, dict, bytes]:
         conn = http.client.HTTPConnection(self.host, self.http_port, timeout=60)
+        headers = dict(headers or {})
+        if self.authorization is not None:
+            headers.setdefault("Authorization", self.authorization)
         try:
-            conn.request(method, path, body=body, headers=headers or {})
+            conn.request(method, path, body=body, headers=headers)
             response = conn.getresponse()
             return response.status, dict(response.getheaders()), response.read()
         finally:

@@ -14,6 +14,7 @@ from conftest import poll
 from ingest.server.webhooks import SIGNATURE_HEADER, verify
 
 NDJSON = {"Content-Type": "application/x-ndjson"}
+SECRET_ENV = {"INGEST_WEBHOOK_SECRET": "s3cret"}  # secrets come from the environment or a file, never argv
 
 
 def post(server, path, body, headers=None):
@@ -131,7 +132,7 @@ def receiver():
 
 
 def test_signed_webhook_is_delivered_when_events_land(start_server, receiver):
-    server = start_server("--webhook-secret", "s3cret", "--flush-interval", 20)
+    server = start_server("--flush-interval", 20, extra_env=SECRET_ENV)
     status, _, reply = post(server, f"/v1/ingest/signups?callback={receiver.url}", b'{"u":"ada"}\n{"u":"bob"}\n')
     assert status == 200
     verified, notice = receiver.notices.get(timeout=60)
@@ -143,9 +144,9 @@ def test_signed_webhook_is_delivered_when_events_land(start_server, receiver):
 def test_callbacks_must_be_signed_and_on_the_allow_list(start_server, receiver):
     unsigned = start_server(name="unsigned")
     status, _, reply = post(unsigned, f"/v1/ingest/t?callback={receiver.url}", b'{"a":1}\n')
-    assert status == 400 and "--webhook-secret" in reply["error"]
+    assert status == 400 and "INGEST_WEBHOOK_SECRET" in reply["error"]
     assert unsigned.stop() == 0
-    server = start_server("--webhook-secret", "s3cret")
+    server = start_server(extra_env=SECRET_ENV)
     for url in ("http://169.254.169.254/latest/meta-data", "http://10.0.0.1/x", "file:///etc/passwd"):
         status, _, reply = post(server, "/v1/ingest/t", b'{"a":1}\n', {"Ingest-Callback": url})
         assert status == 400, url
@@ -189,7 +190,7 @@ def hanging():
 
 
 def test_a_hanging_receiver_does_not_delay_another_receivers_notices(start_server, receiver, hanging):
-    server = start_server("--webhook-secret", "s3cret", "--flush-interval", 20, "--shutdown-grace", 2)
+    server = start_server("--flush-interval", 20, "--shutdown-grace", 2, extra_env=SECRET_ENV)
     for _ in range(5):  # each is tried for half a minute before it is given up
         assert post(server, f"/v1/ingest/t?wait=flushed&callback={hanging.url}", b'{"a":1}\n')[0] == 200
     status, _, reply = post(server, f"/v1/ingest/t?wait=flushed&callback={receiver.url}", b'{"a":2}\n')
@@ -201,7 +202,7 @@ def test_a_hanging_receiver_does_not_delay_another_receivers_notices(start_serve
 
 def test_sigterm_with_notices_queued_behind_a_hanging_receiver_ends_within_the_grace(start_server, hanging):
     grace, notices = 3, 10_000
-    server = start_server("--webhook-secret", "s3cret", "--flush-interval", 20, "--shutdown-grace", grace)
+    server = start_server("--flush-interval", 20, "--shutdown-grace", grace, extra_env=SECRET_ENV)
     request = (f"POST /v1/ingest/t?wait=none&callback={hanging.url} HTTP/1.1\r\nHost: x\r\n"
                "Content-Type: application/x-ndjson\r\nContent-Length: 8\r\n\r\n{\"a\":1}\n").encode()
     with socket.create_connection((server.host, server.http_port)) as sock:

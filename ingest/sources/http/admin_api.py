@@ -22,12 +22,12 @@ ARROW_STREAM_TYPE = "application/vnd.apache.arrow.stream"
 def routes(admin: AdminContext) -> list[Route]:
     api = AdminApi(admin)
     return [
-        Route("GET", RECEIPTS_PREFIX + "{id}", api.receipt),
-        Route("GET", "/health", api.health),
-        Route("GET", "/ready", api.ready),
-        Route("GET", "/metrics", api.metrics),
+        Route("GET", RECEIPTS_PREFIX + "{id}", api.receipt, scopes=("write", "query")),
+        Route("GET", "/health", api.health, scopes=()),
+        Route("GET", "/ready", api.ready, probe=True),
+        Route("GET", "/metrics", api.metrics, probe=True),
         Route("GET", "/v1/stats", api.stats),
-        Route("POST", "/v1/query", api.query, cancel_on_disconnect=True),
+        Route("POST", "/v1/query", api.query, cancel_on_disconnect=True, scopes=("query",)),
     ]
 
 
@@ -37,6 +37,8 @@ class AdminApi:
 
     def receipt(self, request: Request) -> Reply:
         receipt = self._admin.receipts.get(request.params["id"])
+        if receipt is not None and request.token is not None and not request.token.may_use(receipt.table):
+            receipt = None  # another table's receipt: not this token's to see, nor to know of
         if receipt is None:
             raise HttpError(404, "no such receipt: unknown, or older than --receipt-retention")
         return json_reply(200, receipt.as_dict())

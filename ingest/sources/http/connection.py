@@ -14,6 +14,7 @@ from collections import deque
 
 import httptools
 
+from ingest.sources.auth import CHALLENGE, Token, Unauthenticated
 from ingest.sources.base import IntakeContext
 from ingest.sources.formats.compression import CorruptBody, UnsupportedEncoding, decompressor
 from ingest.sources.http.responses import RETRY_LATER, HttpError, Reply, error_reply, refusal_reason, render
@@ -67,6 +68,7 @@ class HttpIngestProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer = "?"  # host:port of the client, once connected
         self._routed: tuple | None = None  # (method, URL, parsed URL, match) of the last request: clients repeat theirs
+        self._tokens = intake.tokens if intake.tokens.enabled else None  # None: no auth
         self._reset()
 
     def _reset(self) -> None:
@@ -79,6 +81,7 @@ class HttpIngestProtocol(asyncio.Protocol):
         self._reserved: int | None = None  # bytes of the memory budget this body holds while it is read
         self._url_parts = None  # the URL parsed once the headers are in: path and query
         self._match: Match | None = None  # the route, found from that path
+        self._token: Token | None = None  # the request's token, once authorized
 
     # asyncio.Protocol
 
@@ -147,9 +150,13 @@ class HttpIngestProtocol(asyncio.Protocol):
             self.transport.write(CONTINUE)
 
     def _check_before_body(self) -> None:
-        """What can be refused before the body is read: the route's own
-        check, the declared length, the encoding, the memory budget."""
+        """What can be refused before the body is read: the token, the
+        route's own check, the declared length, the encoding, the memory budget."""
         route = self._match.route
+        if self._tokens is not None and route is not None:
+            self._early_error = self._authorize(route)
+            if self._early_error is not None:
+                return
         if route is not None and route.admit is not None:
             # Refuse before the body is read into memory: it is discarded as it arrives.
             self._early_error = route.admit()
@@ -168,6 +175,33 @@ class HttpIngestProtocol(asyncio.Protocol):
             # The body counts against the memory budget while it is read: refused before it is, when it does not fit.
             self._reserved = 0
             self._reserve(int(length) if length is not None and length.isdigit() else 0)
+
+    def _authorize(self, route) -> HttpError | None:
+        """Who is calling, and whether they may: 401, 403 or 429, else None
+        (the token kept for the handler)."""
+        if not route.scopes or (route.probe and self._tokens.open_probes):
+            return None
+        observe = self._intake.observe_refusal
+        try:
+            token = self._tokens.identify(self._headers.get("authorization"))
+        except Unauthenticated as exc:
+            observe("unauthenticated", "")
+            return HttpError(401, str(exc), headers=CHALLENGE)
+        if not any(token.has(scope) for scope in route.scopes):
+            observe("forbidden", token.name)
+            return HttpError(403, f"token {token.name!r} may not call {self._match.template}: it needs the "
+                                  f"{' or '.join(route.scopes)} scope")
+        if route.table_param is not None:
+            table = self._match.params.get(route.table_param, "")
+            if not token.may_use(table):
+                observe("forbidden", token.name)
+                return HttpError(403, f"token {token.name!r} may not use table {table!r}")
+        limited = token.rate_limited()
+        if limited is not None:
+            observe("rate_limited", token.name)
+            return HttpError(429, limited.message(token), headers=limited.headers())
+        self._token = token
+        return None
 
     def on_body(self, chunk: bytes) -> None:
         if self._closing or self._early_error is not None:
@@ -231,7 +265,7 @@ class HttpIngestProtocol(asyncio.Protocol):
                 raise match.error
             route = match.route
             answer = route.handler(Request(route.method, url.path.decode("latin-1"), match.params, url.query,
-                                           self._headers, body, self.peer))
+                                           self._headers, body, self.peer, self._token))
         except HttpError as exc:
             return error_reply(exc)
         if isinstance(answer, Reply):

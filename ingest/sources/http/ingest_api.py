@@ -44,7 +44,8 @@ assert tuple(WAITS_FOR) == WAIT_MODES
 
 def routes(intake: IntakeContext) -> list[Route]:
     api = IngestApi(intake)
-    return [Route("POST", INGEST_TEMPLATE, api.ingest, admit=api.admit, budgeted=True)]
+    return [Route("POST", INGEST_TEMPLATE, api.ingest, admit=api.admit, budgeted=True, scopes=("write",),
+                  table_param="table")]
 
 
 class IngestApi:
@@ -71,6 +72,9 @@ class IngestApi:
                     self._options.clear()
                 self._options[options] = known
         wait, timeout, callback = known
+        if callback is not None and "ingest-signature" in headers:
+            # a webhook notice (from this server or another) asking for a notice of its own: a loop
+            raise HttpError(400, "a webhook delivery (it carries Ingest-Signature) may not ask for a callback")
         key = headers.get("idempotency-key")
         if len(request.body) >= OFF_LOOP_BYTES and self._intake.parse_pool is not None:
             return self._ingest_decoded_off_loop(request, table, key, wait, timeout, callback)
@@ -240,6 +244,8 @@ class IngestApi:
     def _accept(self, table: str, request: Request, decoded: formats.Decoded, callback, meta: dict) -> "Accepted":
         """Logs and buffers the decoded body's good lines, keeps its bad ones."""
         errors, accepted = decoded.errors, decoded.accepted
+        if request.token is not None:  # what the body carried is taken from the token's quotas
+            request.token.charge(accepted + len(errors), len(request.body))
         pipeline = self._intake.pipeline(table)
         document = {"accepted": accepted, "rejected": len(errors), "errors": []}
         if errors:

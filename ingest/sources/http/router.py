@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Iterable, NamedTuple
 
+from ingest.sources.auth import Token
 from ingest.sources.http.responses import HttpError, Reply
 
 OTHER = "other"  # the route label of a path no route serves
@@ -18,6 +19,7 @@ class Request(NamedTuple):  # one per request: a tuple is the cheapest record to
     headers: dict  # lower-cased names
     body: bytes
     peer: str
+    token: Token | None = None  # the caller's token, when the server has tokens configured
 
 
 Handler = Callable[[Request], "Reply | Awaitable[Reply]"]
@@ -32,6 +34,10 @@ class Route:
     admit: Callable[[], HttpError | None] | None = None
     budgeted: bool = False  # the body counts against the memory budget while it is read
     cancel_on_disconnect: bool = False  # the answer is abandoned when its client goes away (a query)
+    # once tokens are configured: the scopes that may call it (admin always may); () means open to all
+    scopes: tuple = ("admin",)
+    probe: bool = False  # a liveness or readiness probe: open to all under auth.open_probes = true
+    table_param: str | None = None  # the placeholder naming the table, checked against the token's list
 
     @property
     def prefix(self) -> str | None:
