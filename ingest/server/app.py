@@ -32,7 +32,7 @@ from ingest.core.receipts import IdempotencyKeys, ReceiptBook
 from ingest.core.router import Router
 from ingest.server.webhooks import Webhooks
 from ingest.core.ports import QueryInterrupted
-from ingest.sinks.sql import RunningQuery
+from ingest.sinks.sql import RunningQuery, referenced_tables
 from ingest.sinks.registry import SINKS, open_sink
 from ingest.durability.recovery import Recovery
 from ingest.durability.wal import WriteAheadLog
@@ -135,7 +135,8 @@ class IngestServer:
                                  lambda: TcpIngestProtocol(intake, settings.tcp_table, self._tcp_connections))
         router = http_router(intake, AdminContext(
             stats=self.stats, metrics=self.metrics.render, query=self.query_arrow, receipts=self.receipts,
-            draining=lambda: self.draining, sink_health=self.sink_health, sink_name=self.sink.name))
+            draining=lambda: self.draining, sink_health=self.sink_health, sink_name=self.sink.name,
+            tables_in=referenced_tables))
         http = await self._listen("HTTP", settings.http_port,
                                   lambda: HttpIngestProtocol(router, intake, self._http_connections))
         self._listeners = [tcp, http]

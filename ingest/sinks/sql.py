@@ -109,3 +109,21 @@ def read_capped(relation, max_bytes: int) -> pa.Table:
     finally:
         reader.close()
     return pa.Table.from_batches(batches, reader.schema)
+
+
+_parsing = threading.local()  # a connection per thread, to parse with (never to run)
+
+
+def referenced_tables(sql: str) -> set[str]:
+    """The tables a query names (CTE names left out), as it spells them;
+    ValueError when it cannot be parsed. The parser's connection is in
+    memory, holds no tables and cannot reach files or the network."""
+    connection = getattr(_parsing, "connection", None)
+    if connection is None:
+        connection = _parsing.connection = duckdb.connect(":memory:", config={
+            "enable_external_access": False, "autoinstall_known_extensions": False,
+            "autoload_known_extensions": False, "lock_configuration": True})
+    try:
+        return set(connection.get_table_names(sql))
+    except duckdb.Error as exc:
+        raise ValueError(str(exc)) from None

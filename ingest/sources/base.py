@@ -56,3 +56,4 @@ class AdminContext:
     draining: Callable[[], bool]
     sink_health: SinkHealth
     sink_name: str
+    tables_in: Callable[[str], set] = lambda sql: set()  # the tables a query names; ValueError if unparsable

@@ -15,9 +15,10 @@ ADMIN = "admin-secret-0123456789abcdef"
 WRITER = "writer-secret-0123456789abcdef"
 READER = "reader-secret-0123456789abcdef"
 LIMITED = "limited-secret-0123456789abcdef"
+CLICKS_READER = "clicks-reader-secret-0123456789"
 FROM_ENV = "from-env-secret-0123456789abcdef"
 FROM_FILE = "from-file-secret-0123456789abcdef"
-SECRETS = (ADMIN, WRITER, READER, LIMITED, FROM_ENV, FROM_FILE)
+SECRETS = (ADMIN, WRITER, READER, LIMITED, CLICKS_READER, FROM_ENV, FROM_FILE)
 
 CONFIG = """
 [auth]
@@ -38,6 +39,12 @@ tables = ["events", "clicks_*"]
 name = "analyst"
 secret = "{reader}"
 scopes = ["query"]
+
+[[auth.tokens]]
+name = "clicks-analyst"
+secret = "{clicks_reader}"
+scopes = ["query"]
+tables = ["clicks_*"]
 
 [[auth.tokens]]
 name = "metered"
@@ -78,7 +85,8 @@ def start_auth_server(start_server, tmp_path):
         secret_file.write_text(FROM_FILE + "\n")
         config = tmp_path / "ingest.toml"
         config.write_text(CONFIG.format(open_probes=str(open_probes).lower(), admin=ADMIN, writer=WRITER,
-                                        reader=READER, limited=LIMITED, secret_file=secret_file))
+                                        reader=READER, limited=LIMITED, clicks_reader=CLICKS_READER,
+                                        secret_file=secret_file))
         return start_server("--config", config, "--flush-interval", 50, *args,
                             extra_env={"TEST_INGEST_TOKEN": FROM_ENV, **(env or {})})
     return start_with_tokens
@@ -141,6 +149,21 @@ def test_a_write_token_sees_only_its_own_tables_receipts(start_auth_server):
     receipt = json.loads(payload)["receipt"]
     assert call(server, "GET", f"/v1/receipts/{receipt}", headers=bearer(WRITER))[0] == 404
     assert call(server, "GET", f"/v1/receipts/{receipt}", headers=bearer(ADMIN))[0] == 200
+    assert server.stop() == 0
+
+
+def test_a_query_token_with_a_table_list_reads_only_those_tables(start_auth_server):
+    server = start_auth_server()
+    for table in ("clicks_eu", "payments"):
+        assert call(server, "POST", f"/v1/ingest/{table}?wait=flushed", b'{"a":1}\n', bearer(ADMIN))[0] == 200
+    reader = bearer(CLICKS_READER)
+    assert call(server, "POST", "/v1/query", b"SELECT count(*) AS n FROM clicks_eu", reader)[0] == 200
+    for sql in ("SELECT * FROM payments", "SELECT * FROM clicks_eu JOIN payments ON true",
+                "WITH p AS (SELECT * FROM payments) SELECT * FROM p",
+                "SELECT (SELECT count(*) FROM payments) AS n", "SELECT * FROM _ingest_ledger"):
+        status, _, payload = call(server, "POST", "/v1/query", sql.encode(), reader)
+        assert status == 403 and "may not read" in json.loads(payload)["error"], (sql, payload)
+    assert call(server, "POST", "/v1/query", b"SELECT * FROM payments", bearer(READER))[0] == 200  # no list: any table
     assert server.stop() == 0
 
 

@@ -65,6 +65,15 @@ class AdminApi:
         sql = request.body.decode("utf-8", "replace").strip()
         if not sql:
             raise HttpError(400, "send the SQL text as the request body")
+        token = request.token
+        if token is not None and token.tables and "admin" not in token.scopes:
+            try:
+                named = self._admin.tables_in(sql)
+            except ValueError as exc:
+                raise HttpError(400, f"query failed: {exc}") from None
+            outside = sorted(t for t in named if not token.may_use(t))
+            if outside:
+                raise HttpError(403, f"token {token.name!r} may not read {', '.join(map(repr, outside))}")
         try:
             payload = await self._admin.query(sql)
         except QueryInterrupted as exc:
