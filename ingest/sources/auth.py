@@ -32,6 +32,7 @@ from fnmatch import fnmatchcase
 from typing import Iterable
 
 SCOPES = ("write", "query", "admin")
+KNOWN_TABLES = 4096  # table names whose answer a token remembers
 REALM = 'Bearer realm="ingest", charset="UTF-8"'
 CHALLENGE = (("WWW-Authenticate", REALM),)
 
@@ -81,6 +82,7 @@ class Token:
     events_per_second: float | None = None
     bytes_per_second: float | None = None
     quotas: dict = field(default_factory=dict, repr=False)  # "events"/"bytes" -> QuotaBucket
+    _allowed: dict = field(default_factory=dict, repr=False)  # table -> may_use(table), for the tables seen
 
     def __post_init__(self):
         for unit, rate in (("events", self.events_per_second), ("bytes", self.bytes_per_second)):
@@ -94,8 +96,13 @@ class Token:
         """Whether the table is on this token's list (table names are case-insensitive)."""
         if "admin" in self.scopes or not self.tables:
             return True
-        table = table.lower()
-        return any(fnmatchcase(table, pattern) for pattern in self.tables)
+        allowed = self._allowed.get(table)
+        if allowed is None:
+            if len(self._allowed) >= KNOWN_TABLES:
+                self._allowed.clear()
+            folded = table.lower()
+            allowed = self._allowed[table] = any(fnmatchcase(folded, pattern) for pattern in self.tables)
+        return allowed
 
     def rate_limited(self, now: float | None = None) -> "RateLimited | None":
         """Why this token must wait before its next request, or None."""

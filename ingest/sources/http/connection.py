@@ -69,6 +69,8 @@ class HttpIngestProtocol(asyncio.Protocol):
         self.peer = "?"  # host:port of the client, once connected
         self._routed: tuple | None = None  # (method, URL, parsed URL, match) of the last request: clients repeat theirs
         self._tokens = intake.tokens if intake.tokens.enabled else None  # None: no auth
+        # the last Authorization header and the token it named: a client sends the same one on every request
+        self._identified: tuple[str, Token] | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -182,11 +184,16 @@ class HttpIngestProtocol(asyncio.Protocol):
         if not route.scopes or (route.probe and self._tokens.open_probes):
             return None
         observe = self._intake.observe_refusal
-        try:
-            token = self._tokens.identify(self._headers.get("authorization"))
-        except Unauthenticated as exc:
-            observe("unauthenticated", "")
-            return HttpError(401, str(exc), headers=CHALLENGE)
+        authorization, identified = self._headers.get("authorization"), self._identified
+        if identified is not None and identified[0] == authorization:
+            token = identified[1]
+        else:
+            try:
+                token = self._tokens.identify(authorization)
+            except Unauthenticated as exc:
+                observe("unauthenticated", "")
+                return HttpError(401, str(exc), headers=CHALLENGE)
+            self._identified = (authorization, token)
         if not any(token.has(scope) for scope in route.scopes):
             observe("forbidden", token.name)
             return HttpError(403, f"token {token.name!r} may not call {self._match.template}: it needs the "
