@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -91,6 +92,7 @@ def _show(store: DeadLetterStore, args) -> int:
 
 
 def _replay(store: DeadLetterStore, args) -> int:
+    from ingest.cli.query import TOKEN_ENV
     from ingest.client import IngestError, RetryPolicy, post_ndjson
 
     server = running_server(args.data_dir)
@@ -118,7 +120,8 @@ def _replay(store: DeadLetterStore, args) -> int:
                     # a key per file and chunk: a replay cut short and run again is not ingested twice
                     reply = post_ndjson(server.http_url, entry.table, b"".join(chunk),
                                         idempotency_key=f"replay:{entry.table}/{entry.path.name}:{chunks}",
-                                        retry=RetryPolicy(max_retries=REPLAY_RETRIES), timeout=120)
+                                        retry=RetryPolicy(max_retries=REPLAY_RETRIES), timeout=120,
+                                        token=os.environ.get(TOKEN_ENV) or None)
                 except (OSError, IngestError) as exc:
                     print(f"ingest deadletter: replay of {entry.path.name} stopped: {exc}", file=sys.stderr)
                     return 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
 import urllib.error
 import urllib.request
@@ -18,6 +19,8 @@ from ingest.server.state import running_server
 if TYPE_CHECKING:
     import pyarrow as pa
 
+TOKEN_ENV = "INGEST_TOKEN"  # the token `ingest query` and `ingest deadletter replay` send: never a flag (argv is public)
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -25,7 +28,8 @@ def add_parser(subparsers) -> None:
         description=(
             "Run SQL over the ingested tables. While a server runs on DIR, the query goes "
             "through its HTTP endpoint (DuckDB lets one process write the file); otherwise "
-            "the DuckDB file is opened read-only, or the Parquet files are read directly."
+            "the DuckDB file is opened read-only, or the Parquet files are read directly. "
+            "A server with tokens needs one with the query scope in INGEST_TOKEN."
         ),
     )
     parser.add_argument("sql", help='e.g. "SELECT count(*) FROM events"')
@@ -54,13 +58,19 @@ def run_query(data_dir: Path, sql: str) -> pa.Table:
 
     server = running_server(data_dir)
     if server is not None:
+        headers = {"Content-Type": "text/plain"}
+        if os.environ.get(TOKEN_ENV):  # a token with the query scope, for a server with [[auth.tokens]]
+            headers["Authorization"] = f"Bearer {os.environ[TOKEN_ENV]}"
         request = urllib.request.Request(f"{server.http_url}/v1/query", data=sql.encode(), method="POST",
-                                         headers={"Content-Type": "text/plain"})
+                                         headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=300) as response:
                 return pa.ipc.open_stream(response.read()).read_all()
         except urllib.error.HTTPError as exc:
-            raise QueryError(json.loads(exc.read()).get("error", str(exc))) from None
+            message = json.loads(exc.read()).get("error", str(exc))
+            if exc.code == 401:
+                message += f" (set {TOKEN_ENV} to a token with the query scope)"
+            raise QueryError(message) from None
         except urllib.error.URLError:
             pass  # it stopped listening since: read the files
     from ingest.sinks.registry import query_offline

@@ -26,7 +26,7 @@ class Shipper(Counters):
                  max_request_bytes: int = 8 << 20, flush_interval: float = 0.2, max_queue: int = 100_000,
                  overflow: str = "block", wait: str = "received", wait_timeout: float = 30.0, gzip: bool = False,
                  max_retries: int = 8, backoff_base: float = 0.1, backoff_max: float = 10.0, timeout: float = 30.0,
-                 on_error: Callable[[Failure], None] | None = None):
+                 on_error: Callable[[Failure], None] | None = None, token: str | None = None):
         super().__init__()
         if overflow not in OVERFLOW_POLICIES:
             raise ValueError(f"overflow must be one of {', '.join(OVERFLOW_POLICIES)}, not {overflow!r}")
@@ -45,6 +45,7 @@ class Shipper(Counters):
         self._policy = RetryPolicy(max_retries, backoff_base, backoff_max)
         self._timeout = timeout
         self._on_error = on_error
+        self._token = token  # sent as `Authorization: Bearer <token>`
         self._tables: set[str] = set()  # names already checked
         self._closed = False
         self._current = None  # the shipper's connection while it sends, for close() to interrupt
@@ -104,7 +105,7 @@ class Shipper(Counters):
 
     def _request(self, table: str, body: bytes, wait: str) -> Request:
         return ingest_request(self._address.path, table, body, wait=wait, gzip=self._gzip,
-                               wait_timeout=self._wait_timeout, timeout=self._timeout)
+                               wait_timeout=self._wait_timeout, timeout=self._timeout, token=self._token)
 
     # shipping
 

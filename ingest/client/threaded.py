@@ -18,7 +18,7 @@ class Client(Shipper):
            max_request_bytes=8<<20, flush_interval=0.2, max_queue=100_000,
            overflow="block", wait="received", wait_timeout=30.0, gzip=False,
            max_retries=8, backoff_base=0.1, backoff_max=10.0, timeout=30.0,
-           on_error=None)
+           on_error=None, token=None)
 
     send(table, event) serialises the event and queues it. Each table's batch
     ships when it holds `batch_events` events or `batch_bytes` bytes, or
@@ -37,6 +37,10 @@ class Client(Shipper):
     server waits up to `wait_timeout` seconds, then answers 504, which counts
     as acknowledged and in `unflushed`: the events are durable and will land,
     and resending could only replay the same answer).
+
+    `token` is the server's token (sent as `Authorization: Bearer <token>`),
+    for a server with [[auth.tokens]] configured; a 401 or 403 is a Failure,
+    a 429 over the token's quota is retried after its Retry-After.
 
     Counters: `sent`, `acknowledged`, `pending`, `failed` (a list of Failure,
     each passed to `on_error` too, from the shipping thread), `failed_events`,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -361,3 +362,29 @@ def test_a_redirecting_receiver_is_not_followed(start_server):
     assert server.stop() == 0
     redirector.close()
     target.close()
+
+
+def test_the_python_client_and_ingest_query_send_a_token(start_auth_server):
+    from ingest.client import Client
+
+    server = start_auth_server()
+    url = f"http://{server.host}:{server.http_port}"
+    with Client(url, token=WRITER, flush_interval=0.01) as client:
+        for i in range(10):
+            client.send("events", {"i": i})
+        client.flush()
+    assert client.acknowledged == 10 and not client.failed
+    with Client(url, flush_interval=0.01) as anonymous:
+        anonymous.send("events", {"i": -1})
+        anonymous.flush()
+    assert anonymous.failed and anonymous.failed[0].status == 401
+    server.authorization = f"Bearer {ADMIN}"
+    server.wait_landed("events", 10)
+    command = [sys.executable, "-m", "ingest", "query", "--data-dir", str(server.data_dir), "--format", "json",
+               "SELECT count(*) AS n FROM events"]
+    env = {k: v for k, v in os.environ.items() if k != "INGEST_TOKEN"}
+    done = subprocess.run(command, capture_output=True, text=True, env={**env, "INGEST_TOKEN": READER}, timeout=60)
+    assert done.returncode == 0 and json.loads(done.stdout) == {"n": 10}, done.stderr
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 1 and "INGEST_TOKEN" in done.stderr
+    assert server.stop() == 0
