@@ -53,6 +53,15 @@ class QueryTooLarge(Exception):
     """A query result grew past its cap (--max-query-bytes)."""
 
 
+class QueryTimedOut(QueryInterrupted):
+    """A query ran past --query-timeout and was interrupted."""
+
+
+class QueryRefused(Exception):
+    """A statement the query endpoint does not run: it is not a read (DDL,
+    DML, SET, COPY, ATTACH, INSTALL, PRAGMA, ...)."""
+
+
 class Sink(Protocol):
     name: str
 

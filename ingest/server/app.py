@@ -31,8 +31,8 @@ from ingest.core.pipeline import PipelineContext, RetryPolicy, TablePipeline
 from ingest.core.receipts import IdempotencyKeys, ReceiptBook
 from ingest.core.router import Router
 from ingest.server.webhooks import Webhooks
-from ingest.core.ports import QueryInterrupted
-from ingest.sinks.sql import RunningQuery, referenced_tables
+from ingest.core.ports import QueryInterrupted, QueryTimedOut
+from ingest.sinks.sql import RunningQuery, check_read_only, referenced_tables
 from ingest.sinks.registry import SINKS, open_sink
 from ingest.durability.recovery import Recovery
 from ingest.durability.wal import WriteAheadLog
@@ -208,6 +208,7 @@ class IngestServer:
         awaiting task is cancelled (its client went away)."""
         if self.draining:
             raise QueryInterrupted("the server is shutting down")
+        check_read_only(sql)  # QueryRefused: not a read
         running = RunningQuery()
 
         def run() -> bytes:
@@ -218,11 +219,20 @@ class IngestServer:
             return sink.getvalue().to_pybytes()
         done = self.queries[running] = self.loop.run_in_executor(self._query_pool, run)
         done.add_done_callback(lambda _: self.queries.pop(running, None))
+        timeout = self.settings.query_timeout
+        timer = self.loop.call_later(timeout, lambda: asyncio.ensure_future(
+            self._interrupt(running, done, f"it ran past --query-timeout ({timeout}s)")))
         try:
             return await asyncio.shield(done)
         except asyncio.CancelledError:
             asyncio.ensure_future(self._interrupt(running, done, "its client went away"))
             raise
+        except QueryInterrupted as exc:
+            if running.reason.startswith("it ran past"):
+                raise QueryTimedOut(str(exc)) from None
+            raise
+        finally:
+            timer.cancel()
 
     @staticmethod
     async def _interrupt(running: RunningQuery, done: asyncio.Future, reason: str) -> None:

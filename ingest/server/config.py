@@ -38,6 +38,7 @@ class Settings:
     max_body_bytes: int = field(default=64 << 20, metadata={"help": "HTTP bodies over this (after gunzip) get 413"})
     max_buffer_bytes: int = field(default=512 << 20, metadata={"help": "memory budget for buffered and in-flight batches; above it TCP pauses and HTTP answers 429"})
     max_query_bytes: int = field(default=64 << 20, metadata={"help": "POST /v1/query results larger than this (in Arrow) are refused with 400"})
+    query_timeout: int = field(default=60, metadata={"help": "seconds a POST /v1/query may run before it is interrupted (answered 408)"})
     max_flushes_in_flight: int = field(default=2, metadata={"help": "concurrent writes into the sink (DuckDB always writes one at a time)"})
     retry_attempts: int = field(default=5, metadata={"help": "retries of a flush failing for an unknown reason before its batch is dead-lettered"})
     retry_timeout: int = field(default=86400, metadata={"help": "seconds a flush failing on the environment (a full disk, I/O errors, permission, a locked store) is retried before its batch is dead-lettered"})
@@ -73,7 +74,7 @@ class Settings:
             if not 0 <= getattr(self, name) <= 65535:
                 raise ConfigError(f"{name} must be between 0 and 65535")
         for name in ("batch_events", "batch_bytes", "flush_interval", "max_line_bytes", "max_body_bytes",
-                     "max_buffer_bytes", "max_query_bytes", "max_flushes_in_flight", "retry_max_ms", "wal_fsync_interval",
+                     "max_buffer_bytes", "max_query_bytes", "query_timeout", "max_flushes_in_flight", "retry_max_ms", "wal_fsync_interval",
                      "wal_segment_bytes", "receipt_retention", "idempotency_window"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, not {getattr(self, name)}")

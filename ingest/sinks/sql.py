@@ -9,7 +9,7 @@ import threading
 import duckdb
 import pyarrow as pa
 
-from ingest.core.ports import QueryInterrupted, QueryTooLarge
+from ingest.core.ports import QueryInterrupted, QueryRefused, QueryTooLarge
 from ingest.schema import is_json_field
 
 
@@ -76,6 +76,46 @@ class RunningQuery:
                 self._connection = None
 
 
+# What a database that answers queries from the network may not do: reach files
+# or URLs (read_csv('/etc/passwd'), COPY TO, ATTACH, INSTALL ... FROM 'http://'),
+# fetch or load extensions, or have these settings changed back.
+SANDBOX_SETTINGS = (
+    ("autoinstall_known_extensions", False),
+    ("autoload_known_extensions", False),
+    ("allow_community_extensions", False),
+    ("enable_external_access", False),
+)
+
+
+def sandbox(connection, allowed_directories: tuple[str, ...] = ()) -> None:
+    """Locks a DuckDB database (every connection to it) away from files and
+    the network, but for `allowed_directories` (each ending in "/"), and its
+    configuration against changes. The database's own file, its WAL and its
+    temporary files are still written, and Arrow data registered in memory
+    is still read."""
+    if allowed_directories:
+        connection.execute("SET allowed_directories = ?", [list(allowed_directories)])
+    for name, value in SANDBOX_SETTINGS:
+        connection.execute(f"SET {name} = {str(value).lower()}")
+    connection.execute("SET lock_configuration = true")
+
+
+def check_read_only(sql: str) -> None:
+    """QueryRefused unless `sql` is one SELECT (SELECT, WITH, FROM-first,
+    VALUES, DESCRIBE, SHOW, SUMMARIZE all parse as one); a parse error is
+    left for the query itself to report."""
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error:
+        return
+    if len(statements) != 1:
+        raise QueryRefused(f"send one statement, not {len(statements)}")
+    kind = statements[0].type
+    if kind != duckdb.StatementType.SELECT:
+        raise QueryRefused(f"{kind.name} statements are not run here: the query endpoint is read-only "
+                           "(SELECT only; no DDL, DML, SET, PRAGMA, COPY, ATTACH, INSTALL or LOAD)")
+
+
 QUERY_BATCH_ROWS = 16_384  # rows fetched at a time when a result is capped
 
 
@@ -84,13 +124,16 @@ def query_arrow(connection, sql: str, running: RunningQuery | None = None, max_b
     (empty for statements that return no rows). With `max_bytes`, the
     result is read in record batches and refused once it grows past it."""
     with running.on(connection) if running is not None else nullcontext():
-        relation = connection.sql(sql)
-        if relation is None:
-            return pa.table({})
-        if max_bytes is None:
-            to_arrow = getattr(relation, "to_arrow_table", None) or relation.arrow  # DuckDB 2 renamed it
-            return to_arrow()
-        return read_capped(relation, max_bytes)
+        try:
+            relation = connection.sql(sql)
+            if relation is None:
+                return pa.table({})
+            if max_bytes is None:
+                to_arrow = getattr(relation, "to_arrow_table", None) or relation.arrow  # DuckDB 2 renamed it
+                return to_arrow()
+            return read_capped(relation, max_bytes)
+        except duckdb.PermissionException as exc:  # the sandbox: a file, a URL, an extension
+            raise QueryRefused(str(exc)) from None
 
 
 def read_capped(relation, max_bytes: int) -> pa.Table:

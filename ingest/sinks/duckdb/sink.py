@@ -11,7 +11,7 @@ import duckdb
 import pyarrow as pa
 
 from ingest.core.batch import BatchId, Ledger
-from ingest.sinks.sql import RunningQuery, duckdb_type, query_arrow, quote_identifier
+from ingest.sinks.sql import RunningQuery, duckdb_type, query_arrow, quote_identifier, sandbox
 from ingest.sinks.identity import ColumnRefused, TableNames, fold, normalise_columns
 
 BATCH_VIEW = "__ingest_batch"
@@ -43,6 +43,7 @@ class DuckDBSink:
         )
         self._load_columns()
         self.tables = TableNames(self._columns)
+        sandbox(self._con)  # queries run on cursors of this database: no files, no network, settings locked
 
     def _load_columns(self, table: str | None = None) -> None:
         """The cache of the tables' columns, (re)read from the catalog."""

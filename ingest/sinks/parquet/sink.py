@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ingest.core.batch import BatchId, Ledger
-from ingest.sinks.sql import RunningQuery, query_arrow, quote_identifier
+from ingest.sinks.sql import RunningQuery, query_arrow, quote_identifier, sandbox
 from ingest.sinks.identity import ColumnRefused, TableNames, fold, normalise_columns
 
 log = logging.getLogger("ingest.sinks.parquet")
@@ -113,6 +113,7 @@ def query_directory(root: Path, sql: str, running: RunningQuery | None = None,
     """SQL over every table directory under `root`, each exposed as a view.
     View names are case-insensitive: directories whose names differ only in
     case are one view, named as the first of them in sorted order."""
+    root = root.resolve()  # the views and the sandbox's allowed directory name the same absolute path
     con = duckdb.connect(":memory:")
     try:
         views: dict[str, list[Path]] = {}
@@ -126,6 +127,7 @@ def query_directory(root: Path, sql: str, running: RunningQuery | None = None,
                 f"CREATE VIEW {quote_identifier(directories[0].name)} AS "
                 f"SELECT * FROM read_parquet([{patterns}], union_by_name = true)"
             )
+        sandbox(con, (str(root).rstrip("/") + "/",))  # the views read the tables' files, and nothing else
         return query_arrow(con, sql, running, max_bytes)
     finally:
         con.close()

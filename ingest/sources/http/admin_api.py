@@ -9,7 +9,7 @@
 """
 from __future__ import annotations
 
-from ingest.core.ports import QueryInterrupted
+from ingest.core.ports import QueryInterrupted, QueryRefused, QueryTimedOut
 from ingest.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ingest.sources.base import AdminContext
 from ingest.sources.http.responses import JSON_TYPE, RETRY_LATER, HttpError, Reply, json_reply
@@ -76,8 +76,12 @@ class AdminApi:
                 raise HttpError(403, f"token {token.name!r} may not read {', '.join(map(repr, outside))}")
         try:
             payload = await self._admin.query(sql)
+        except QueryTimedOut as exc:
+            raise HttpError(408, f"query interrupted: {exc}; make it cheaper (LIMIT, WHERE, aggregate)") from None
         except QueryInterrupted as exc:
             raise HttpError(503, f"query interrupted: {exc}", headers=RETRY_LATER) from None
+        except QueryRefused as exc:
+            raise HttpError(403, f"query refused: {exc}") from None
         except Exception as exc:  # a user's SQL error, reported back to them
             raise HttpError(400, f"query failed: {exc}") from None
         return Reply(200, payload, ARROW_STREAM_TYPE)
