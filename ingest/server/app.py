@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
@@ -39,11 +40,24 @@ from ingest.durability.wal import WriteAheadLog
 from ingest.sources.base import AdminContext, IntakeContext
 from ingest.sources.http import HttpIngestProtocol, http_router
 from ingest.sources.tcp import TcpIngestProtocol
+from ingest.sources.tls import HANDSHAKE_TIMEOUT, TlsError, quiet_handshake_failures, server_context
 
 log = logging.getLogger("ingest.server")
 
 
 EVENT_LOOP = os.environ.get("INGEST_EVENT_LOOP", "uvloop")  # asyncio: run on stock asyncio instead
+
+
+QUERY_NICENESS = 10  # how much lower than intake's the query threads' CPU priority is
+
+
+def yield_to_intake() -> None:
+    """Runs in each query thread as it starts: a long query takes the CPU
+    intake leaves (Linux gives each thread its own nice value)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), QUERY_NICENESS)
+    except (OSError, AttributeError):  # not Linux, or not allowed: the query runs at intake's priority
+        pass
 
 
 class StartupError(Exception):
@@ -84,6 +98,12 @@ class IngestServer:
             raise StartupError(str(exc)) from None
         except OSError as exc:
             raise StartupError(f"cannot create or lock the data directory {settings.data_dir}: {exc.strerror}") from None
+        try:
+            self._tls = server_context(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+        except TlsError as exc:
+            raise StartupError(str(exc)) from None
+        if self._tls is not None:
+            quiet_handshake_failures(self.loop)
         self.sink = open_sink(settings)
         if settings.wal == "on":
             self.wal = WriteAheadLog(settings.wal_dir, settings.wal_fsync, settings.wal_fsync_interval,
@@ -94,7 +114,7 @@ class IngestServer:
             ThreadPoolExecutor(cores, thread_name_prefix="encode"),
             ThreadPoolExecutor(writers, thread_name_prefix="sink"),
             ThreadPoolExecutor(1, thread_name_prefix="deadletter"),
-            ThreadPoolExecutor(2, thread_name_prefix="query"),
+            ThreadPoolExecutor(2, thread_name_prefix="query", initializer=yield_to_intake),
             ThreadPoolExecutor(cores, thread_name_prefix="parse"),  # large HTTP bodies, apart from batch encodes
         ]
         self._context = PipelineContext(
@@ -145,19 +165,23 @@ class IngestServer:
         self.webhooks.own_endpoints.add((settings.host.lower().strip("[]"), self.http_port))
         try:
             write_state(settings.data_dir, ServerState(os.getpid(), settings.host, self.sink.name,
-                                                       self.tcp_port, self.http_port))
+                                                       self.tcp_port, self.http_port, self._tls is not None))
         except OSError as exc:
             log.warning("cannot write %s (%s): `ingest query` will not find this server", settings.state_path, exc)
         log.info("hot path: buffer=%s encoder=%s; sink=%s at %s", buffer.IMPLEMENTATION,
                  encoder.IMPLEMENTATION, self.sink.name, settings.data_dir)
         for sig in (signal.SIGINT, signal.SIGTERM):  # before the line that says it is up
             self.loop.add_signal_handler(sig, self.request_stop)
-        print(f"ingest: listening tcp={settings.host}:{self.tcp_port} http={settings.host}:{self.http_port}", flush=True)
+        print(f"ingest: listening tcp={settings.host}:{self.tcp_port} http={settings.host}:{self.http_port}"
+              + (" tls=on" if self._tls is not None else ""), flush=True)
 
     def _check_exposure(self) -> None:
         """Listening beyond loopback with no tokens lets anyone write and
         query: refused unless the operator says so."""
         settings = self.settings
+        if settings.auth.enabled and settings.tls_client_ca is None:
+            log.warning("tokens are configured but not --tls-client-ca: TCP senders cannot show one (a client "
+                        "certificate names its token), so every TCP connection will be refused; send over HTTP")
         if settings.loopback_only or settings.auth.enabled:
             return
         if not settings.allow_unauthenticated:
@@ -169,7 +193,8 @@ class IngestServer:
 
     async def _listen(self, what: str, port: int, protocol) -> asyncio.AbstractServer:
         try:
-            return await self.loop.create_server(protocol, self.settings.host, port, reuse_address=True)
+            tls = {"ssl": self._tls, "ssl_handshake_timeout": HANDSHAKE_TIMEOUT} if self._tls is not None else {}
+            return await self.loop.create_server(protocol, self.settings.host, port, reuse_address=True, **tls)
         except OSError as exc:
             raise StartupError(f"cannot listen for {what} on {self.settings.host}:{port}: {exc.strerror or exc}"
                                f" (is another server running? choose another --{what.lower()}-port)") from None

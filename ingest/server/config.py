@@ -55,6 +55,9 @@ class Settings:
     webhook_secret: str = field(default="", metadata={"help": "HMAC-SHA256 key that signs webhook notices (webhooks are off without it)", "secret": True})
     webhook_secret_file: Path | None = field(default=None, metadata={"help": "file holding the webhook signing key (instead of INGEST_WEBHOOK_SECRET)"})
     webhook_allow: str = field(default="127.0.0.1,::1,localhost", metadata={"help": "comma-separated hosts that callback URLs may name"})
+    tls_cert: Path | None = field(default=None, metadata={"help": "PEM certificate (chain): both listeners, HTTP and TCP, speak TLS only"})
+    tls_key: Path | None = field(default=None, metadata={"help": "PEM private key of --tls-cert (without a passphrase)"})
+    tls_client_ca: Path | None = field(default=None, metadata={"help": "PEM CA bundle: clients must present a certificate it signed; a TCP sender's certificate common name names its token"})
     allow_unauthenticated: bool = field(default=False, metadata={"help": "listen beyond loopback (--host) with no [[auth.tokens]] configured: anyone who reaches the ports may write and query"})
     log_level: str = field(default="info", metadata={"help": "debug, info, warning or error"})
     tables: dict = field(default_factory=dict, metadata={"config_only": True})  # name -> TableConfig, from [tables.NAME]

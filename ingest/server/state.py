@@ -96,10 +96,11 @@ class ServerState:
     sink: str
     tcp_port: int
     http_port: int
+    tls: bool = False  # both listeners speak TLS
 
     @property
     def http_url(self) -> str:
-        return f"http://{self.host}:{self.http_port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.http_port}"
 
 
 def state_path(data_dir: Path) -> Path:
@@ -116,7 +117,8 @@ def read_state(data_dir: Path) -> ServerState | None:
     without a readable file."""
     try:
         document = json.loads(state_path(data_dir).read_text())
-        return ServerState(**{f.name: document[f.name] for f in dataclasses.fields(ServerState)})
+        return ServerState(**{f.name: document[f.name] for f in dataclasses.fields(ServerState)
+                              if f.name in document or f.default is dataclasses.MISSING})
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

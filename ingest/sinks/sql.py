@@ -80,6 +80,9 @@ class RunningQuery:
 # or URLs (read_csv('/etc/passwd'), COPY TO, ATTACH, INSTALL ... FROM 'http://'),
 # fetch or load extensions, or have these settings changed back.
 SANDBOX_SETTINGS = (
+    # each query, and each write, runs on its calling thread only: a query thread runs at a lower CPU
+    # priority than intake (ingest.server.app.yield_to_intake), which DuckDB's shared workers could not
+    ("threads", 1),
     ("autoinstall_known_extensions", False),
     ("autoload_known_extensions", False),
     ("allow_community_extensions", False),
@@ -96,7 +99,7 @@ def sandbox(connection, allowed_directories: tuple[str, ...] = ()) -> None:
     if allowed_directories:
         connection.execute("SET allowed_directories = ?", [list(allowed_directories)])
     for name, value in SANDBOX_SETTINGS:
-        connection.execute(f"SET {name} = {str(value).lower()}")
+        connection.execute(f"SET {name} = {str(value).lower() if isinstance(value, bool) else value}")
     connection.execute("SET lock_configuration = true")
 
 

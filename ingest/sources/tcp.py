@@ -7,23 +7,55 @@ when HTTP requests were refused: see ingest.core.budget). While the
 write-ahead log cannot be appended to (a full disk), reading pauses too and
 is tried again every second; while the sink is failing, reading pauses until
 it takes writes again.
+
+Once tokens are configured, a TCP sender needs a client certificate (TLS
+with --tls-client-ca) whose common name is the name of a token with the
+write scope on the TCP table; other connections are closed at once.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from ingest.durability.wal import RETRY_SECONDS as WAL_RETRY_SECONDS
 from ingest.hotpath.buffer import LineFramer
 from ingest.sources.base import IntakeContext
+from ingest.sources.tls import peer_common_name
 
 log = logging.getLogger("ingest.tcp")
+REFUSAL_LOG_INTERVAL = 10  # seconds: at most one line about refused TCP connections in that time
+
+
+class RefusedConnections:
+    """A warning line per refused TCP connection, at most one every
+    `interval` seconds; the ones left out are counted in the next line."""
+
+    def __init__(self, interval: float = REFUSAL_LOG_INTERVAL):
+        self._interval = interval
+        self._last = -interval
+        self._suppressed = 0
+
+    def refused(self, peer: str, why: str) -> None:
+        now = time.monotonic()
+        if now - self._last < self._interval:
+            self._suppressed += 1
+            return
+        self._last, suppressed, self._suppressed = now, self._suppressed, 0
+        log.warning("refused a connection from %s: %s%s", peer, why,
+                    f" (and {suppressed} more not logged)" if suppressed else "")
+
+
+REFUSALS = RefusedConnections()
 
 
 class TcpIngestProtocol(asyncio.Protocol):
     """Hands one connection's bytes to the table's pipeline, which frames them straight into its batch buffer."""
 
     def __init__(self, intake: IntakeContext, table: str, connections: set):
+        self._intake = intake
+        self._table = table
+        self._refused = False  # a connection without the token it needs: closed, its bytes dropped
         self._pipeline = intake.pipeline(table)
         self._sink_health = intake.sink_health
         self._wal = intake.wal
@@ -39,8 +71,29 @@ class TcpIngestProtocol(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer = f"tcp {peer[0]}:{peer[1]}" if peer else "tcp"
         self._connections.add(self)
+        if self._intake.tokens.enabled:
+            self._authorize(transport)
+
+    def _authorize(self, transport) -> None:
+        """Under tokens, a TCP sender is who its client certificate's common
+        name says (--tls-client-ca); that token must write to this table."""
+        name = peer_common_name(transport)
+        token = self._intake.tokens.by_name(name) if name else None
+        if token is None:
+            reason, why = "unauthenticated", (f"its certificate names no token ({name!r})" if name else
+                                              "it presented no client certificate (--tls-client-ca)")
+        elif not (token.has("write") and token.may_use(self._table)):
+            reason, why = "forbidden", f"token {token.name!r} may not write to {self._table!r}"
+        else:
+            return
+        self._refused = True
+        self._intake.observe_refusal(reason, token.name if token is not None else "")
+        REFUSALS.refused(self.peer, why)
+        transport.close()
 
     def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
         self._pipeline.append_stream(self._framer, data)
         self._count_too_long()
         if self._budget.streams_paused:
@@ -58,6 +111,9 @@ class TcpIngestProtocol(asyncio.Protocol):
             self.transport.resume_reading()
 
     def connection_lost(self, exc) -> None:
+        if self._refused:
+            self._connections.discard(self)
+            return
         self._finish()
         self._forget()
         self._connections.discard(self)

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 # what ingest.server.app prints on stdout once both listeners are bound
-LISTENING = re.compile(r"^ingest: listening tcp=(?P<host>[^:]+):(?P<tcp>\d+) http=[^:]+:(?P<http>\d+)$")
+LISTENING = re.compile(r"^ingest: listening tcp=(?P<host>[^:]+):(?P<tcp>\d+) http=[^:]+:(?P<http>\d+)(?P<tls> tls=on)?$")
 START_TIMEOUT = 60  # a server that never says it listens fails its test instead of hanging it
 POLL_TIMEOUT = 60
 
@@ -70,6 +70,8 @@ class ServerProcess:
             raise AssertionError(f"server did not start: {line!r}\n{self.log()}")
         self.host, self.tcp_port, self.http_port = listening
         self.authorization: str | None = None  # sent with every request the helpers make, when set
+        self.tls = " tls=on" in line  # then the helpers need tls_context (a client context trusting its CA)
+        self.tls_context = None
 
     def log(self) -> str:
         if not self._log.closed:
@@ -81,6 +83,8 @@ class ServerProcess:
     def tcp_connect(self) -> socket.socket:
         sock = socket.create_connection((self.host, self.tcp_port))
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.tls_context is not None:
+            sock = self.tls_context.wrap_socket(sock, server_hostname=self.host)
         return sock
 
     def send_tcp(self, payload: bytes) -> None:
@@ -88,7 +92,10 @@ class ServerProcess:
             sock.sendall(payload)
 
     def http(self, method: str, path: str, body=None, headers=None) -> tuple[int, dict, bytes]:
-        conn = http.client.HTTPConnection(self.host, self.http_port, timeout=60)
+        if self.tls_context is not None:
+            conn = http.client.HTTPSConnection(self.host, self.http_port, timeout=60, context=self.tls_context)
+        else:
+            conn = http.client.HTTPConnection(self.host, self.http_port, timeout=60)
         headers = dict(headers or {})
         if self.authorization is not None:
             headers.setdefault("Authorization", self.authorization)
