@@ -48,14 +48,13 @@ log = logging.getLogger("ingest.server")
 EVENT_LOOP = os.environ.get("INGEST_EVENT_LOOP", "uvloop")  # asyncio: run on stock asyncio instead
 
 
-QUERY_NICENESS = 10  # how much lower than intake's the query threads' CPU priority is
-
-
 def yield_to_intake() -> None:
-    """Runs in each query thread as it starts: a long query takes the CPU
-    intake leaves (Linux gives each thread its own nice value)."""
+    """Runs in each query thread as it starts: under SCHED_IDLE a query gets
+    only the CPU nothing else wants, so a long one never slows intake (on a
+    saturated machine it waits, and --query-timeout ends it). DuckDB runs
+    each query on its calling thread (threads = 1), so this covers all of it."""
     try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), QUERY_NICENESS)
+        os.sched_setscheduler(threading.get_native_id(), os.SCHED_IDLE, os.sched_param(0))
     except (OSError, AttributeError):  # not Linux, or not allowed: the query runs at intake's priority
         pass
 
