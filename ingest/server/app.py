@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import os
+import resource
 import signal
 import sys
 import threading
@@ -38,7 +39,10 @@ from ingest.sinks.registry import SINKS, open_sink
 from ingest.durability.recovery import Recovery
 from ingest.durability.wal import WriteAheadLog
 from ingest.sources.base import AdminContext, IntakeContext
+from ingest.sources.connection_cap import ConnectionCap
 from ingest.sources.http import HttpIngestProtocol, http_router
+from ingest.sources.http.connection import REFUSALS, ConnectionSweep, HttpLimits
+from ingest.sources.http.responses import RETRY_LATER, HttpError, error_reply, render
 from ingest.sources.tcp import TcpIngestProtocol
 from ingest.sources.tls import HANDSHAKE_TIMEOUT, TlsError, quiet_handshake_failures, server_context
 
@@ -85,6 +89,7 @@ class IngestServer:
         self._tcp_connections: set = set()
         self._http_connections: set = set()
         self._stop_requested = asyncio.Event()
+        self._sweep = ConnectionSweep(self._http_connections)  # HTTP timeouts, once a second
         self.queries: dict[RunningQuery, asyncio.Future] = {}  # running queries -> their worker's future
 
     async def start(self) -> None:
@@ -150,14 +155,23 @@ class IngestServer:
             max_line_bytes=settings.max_line_bytes, observe_http=self.metrics.observe_http,
             parse_pool=self._pools[4], observe_refusal=self.metrics.observe_refusal, tokens=settings.auth)
         self.pipeline(settings.tcp_table)
-        tcp = await self._listen("TCP", settings.tcp_port,
-                                 lambda: TcpIngestProtocol(intake, settings.tcp_table, self._tcp_connections))
+        cap = ConnectionCap(settings.max_connections, (self._tcp_connections, self._http_connections),
+                            self.metrics.observe_refusal, REFUSALS)
+        self._warn_over_fd_limit(settings.max_connections)
+        tcp = await self._listen("TCP", settings.tcp_port, cap.guard(
+            lambda: TcpIngestProtocol(intake, settings.tcp_table, self._tcp_connections), "tcp connection", b""))
         router = http_router(intake, AdminContext(
             stats=self.stats, metrics=self.metrics.render, query=self.query_arrow, receipts=self.receipts,
             draining=lambda: self.draining, sink_health=self.sink_health, sink_name=self.sink.name,
             tables_in=referenced_tables))
-        http = await self._listen("HTTP", settings.http_port,
-                                  lambda: HttpIngestProtocol(router, intake, self._http_connections))
+        limits = HttpLimits(settings.max_url_bytes, settings.max_header_bytes, settings.max_headers,
+                            settings.header_timeout, settings.body_timeout, settings.idle_timeout)
+        too_many = render(error_reply(HttpError(
+            503, f"the server has {settings.max_connections} connections open (--max-connections); retry after the "
+                 "delay given, or reuse a connection", headers=RETRY_LATER)), keep_alive=False)
+        http = await self._listen("HTTP", settings.http_port, cap.guard(
+            lambda: HttpIngestProtocol(router, intake, self._http_connections, limits), "http connection", too_many))
+        self._sweep.start()
         self._listeners = [tcp, http]
         self.tcp_port = tcp.sockets[0].getsockname()[1]
         self.http_port = http.sockets[0].getsockname()[1]
@@ -189,6 +203,14 @@ class IngestServer:
                                "pass --allow-unauthenticated if a proxy or firewall guards it")
         log.warning("listening on %s with no tokens (--allow-unauthenticated): anyone who reaches the ports may "
                     "write and query", settings.host)
+
+    @staticmethod
+    def _warn_over_fd_limit(max_connections: int) -> None:
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and max_connections > soft:
+            log.warning("--max-connections %d is above this process's open-file limit of %d (ulimit -n): connections "
+                        "past it fail at accept instead of getting a 503; raise the limit or lower --max-connections",
+                        max_connections, soft)
 
     async def _listen(self, what: str, port: int, protocol) -> asyncio.AbstractServer:
         try:
@@ -300,6 +322,7 @@ class IngestServer:
                 await asyncio.wait(drains)
         await self.webhooks.close(deadline - self.loop.time())
         http_listener.close()
+        self._sweep.stop()
         for connection in list(self._http_connections):
             connection.transport.close()
         for pipeline in self.pipelines.values():

@@ -19,6 +19,9 @@ from ingest.server.state import state_path
 from ingest.sinks.registry import SINKS
 from ingest.sources.auth import SCOPES, Token, Tokens, secret_digest
 
+MAX_PARSEABLE_URL = 65535  # httptools.parse_url keeps offsets in 16 bits and refuses longer URLs
+
+
 class ConfigError(ValueError):
     """A setting has a value the server cannot use."""
 
@@ -37,6 +40,13 @@ class Settings:
     max_line_bytes: int = field(default=1 << 20, metadata={"help": "longer TCP lines are rejected and counted"})
     max_body_bytes: int = field(default=64 << 20, metadata={"help": "HTTP bodies over this (after gunzip) get 413"})
     max_buffer_bytes: int = field(default=512 << 20, metadata={"help": "memory budget for buffered and in-flight batches; above it TCP pauses and HTTP answers 429"})
+    max_url_bytes: int = field(default=16 << 10, metadata={"help": "HTTP request URLs longer than this get 414 and the connection is closed (at most 65535: httptools parses no longer)"})
+    max_header_bytes: int = field(default=64 << 10, metadata={"help": "HTTP request heads (URL and headers) larger than this get 431 and the connection is closed; counted as they arrive, never buffered whole"})
+    max_headers: int = field(default=100, metadata={"help": "HTTP requests with more header fields than this get 431 and the connection is closed"})
+    header_timeout: int = field(default=10, metadata={"help": "seconds from an HTTP request's first byte until its headers must be complete; then 408 and closed (checked once a second)"})
+    body_timeout: int = field(default=30, metadata={"help": "seconds an HTTP body may go without a byte arriving while it is incomplete; then 408, closed and its memory budget given back"})
+    idle_timeout: int = field(default=60, metadata={"help": "seconds a keep-alive HTTP connection may wait for its next request before it is closed quietly; also how long answers may go unread before the connection is aborted"})
+    max_connections: int = field(default=10_000, metadata={"help": "open HTTP and TCP connections together; past it a new HTTP connection gets 503 with Retry-After and a TCP one is closed at once"})
     max_query_bytes: int = field(default=64 << 20, metadata={"help": "POST /v1/query results larger than this (in Arrow) are refused with 400"})
     query_timeout: int = field(default=60, metadata={"help": "seconds a POST /v1/query may run before it is interrupted (answered 408)"})
     max_flushes_in_flight: int = field(default=2, metadata={"help": "concurrent writes into the sink (DuckDB always writes one at a time)"})
@@ -78,9 +88,14 @@ class Settings:
                 raise ConfigError(f"{name} must be between 0 and 65535")
         for name in ("batch_events", "batch_bytes", "flush_interval", "max_line_bytes", "max_body_bytes",
                      "max_buffer_bytes", "max_query_bytes", "query_timeout", "max_flushes_in_flight", "retry_max_ms", "wal_fsync_interval",
-                     "wal_segment_bytes", "receipt_retention", "idempotency_window"):
+                     "wal_segment_bytes", "receipt_retention", "idempotency_window", "max_url_bytes",
+                     "max_header_bytes", "max_headers", "header_timeout", "body_timeout", "idle_timeout",
+                     "max_connections"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, not {getattr(self, name)}")
+        if self.max_url_bytes > MAX_PARSEABLE_URL:
+            raise ConfigError(f"max_url_bytes must be at most {MAX_PARSEABLE_URL} (httptools parses no longer URLs), "
+                              f"not {self.max_url_bytes}")
         for name in ("retry_attempts", "retry_timeout", "retry_base_ms", "shutdown_grace", "sink_delay_ms"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, not {getattr(self, name)}")

@@ -1,9 +1,34 @@
 """HTTP/1.1 over httptools: one asyncio.Protocol per client connection.
 
-It owns what is HTTP about a request: the header and body limits, the
-Content-Encoding handoff, the memory budget a body holds while it is read,
-answering pipelined requests in the order they came, keep-alive and the
-linger before closing. What a request means is its route's business.
+It owns what is HTTP about a request: the limits on a request's head, body
+and time, the Content-Encoding handoff, the memory budget a body holds while
+it is read, answering pipelined requests in the order they came, keep-alive,
+backpressure on answers and the linger before closing. What a request means
+is its route's business.
+
+Limits on the request head (HttpLimits, from the settings):
+  the URL over max_url_bytes                      414, closed (uri_too_long)
+  URL and headers over max_header_bytes           431, closed (header_too_large)
+  more than max_headers header fields             431, closed (too_many_headers)
+They are counted as the parser hands over the URL (in pieces) and each header;
+a single header still arriving is counted by the reads it spans, so no more
+than the limit and one read is ever buffered.
+
+Time, checked once a second by a ConnectionSweep over the connection set (a
+request costs a few attribute stores, no timer):
+  a head not complete header_timeout s after its first byte    408, closed
+  no body byte for body_timeout s while a body is incomplete    408, closed
+  a keep-alive connection idle for idle_timeout s               closed quietly
+  answers not drained for idle_timeout s (a client not reading) aborted
+A wait that is the server's (an answer being computed, reading held back by
+us) is never held against the client.
+
+Backpressure: while the transport's write buffer is above its high-water mark
+(pause_writing), or MAX_PIPELINED requests await their answers, or one read
+has dispatched MAX_PIPELINED requests (fairness between connections), the
+connection is not read and the requests already parsed are held back, in
+order, each with its place in the answer queue; they are dispatched once
+there is room again, then reading resumes.
 """
 from __future__ import annotations
 
@@ -11,6 +36,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from typing import NamedTuple
 
 import httptools
 
@@ -25,6 +51,31 @@ log = logging.getLogger("ingest.http")
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"  # the interim answer to Expect: 100-continue
 LINGER_SECONDS = 5  # how long a refused client may go on sending before we close
 REFUSAL_LOG_INTERVAL = 10  # seconds: at most one log line per route and status in that time
+MAX_PIPELINED = 64  # requests of one connection awaiting their answers (and dispatched per read) before it is not read
+SWEEP_SECONDS = 1  # how often the timeouts are checked
+HEAD_OVERHEAD = 4  # ": " and CRLF of a header line, counted in the head's size
+
+# where a connection is in its current request
+IDLE, HEAD, BODY = 0, 1, 2
+
+
+class HttpLimits(NamedTuple):
+    """What one client may take of the server: sizes of a request's head, and time."""
+
+    max_url_bytes: int = 16 << 10
+    max_header_bytes: int = 64 << 10  # the URL and every header line
+    max_headers: int = 100
+    header_timeout: float = 10  # seconds from a request's first byte until its headers are complete
+    body_timeout: float = 30  # seconds without a body byte while a body is incomplete
+    idle_timeout: float = 60  # seconds a keep-alive connection may wait for its next request (or a client to read)
+
+
+class Refusal(HttpError):
+    """A request refused for what it is, with the short word it is counted under."""
+
+    def __init__(self, status: int, message: str, reason: str, headers: tuple = ()):
+        super().__init__(status, message, headers)
+        self.reason = reason
 
 
 class RefusalLog:
@@ -36,7 +87,8 @@ class RefusalLog:
         self._last: dict[tuple, float] = {}
         self._suppressed: dict[tuple, int] = {}
 
-    def refused(self, route: str, status: int, peer: str, response: bytes) -> None:
+    def refused(self, route: str, status: int, peer: str, response: bytes | str) -> None:
+        """`response`: the rendered answer (its "error" is logged), or the reason itself."""
         key = (route, status)
         now = time.monotonic()
         if now - self._last.get(key, -self._interval) < self._interval:
@@ -44,7 +96,8 @@ class RefusalLog:
             return  # a flood of refusals is counted, not parsed for a line nobody sees
         self._last[key] = now
         suppressed = self._suppressed.pop(key, 0)
-        reason = " ".join(refusal_reason(response).split())[:300]  # one line, whatever the error text holds
+        why = refusal_reason(response) if isinstance(response, bytes) else response
+        reason = " ".join(why.split())[:300]  # one line, whatever the error text holds
         log.warning("refused %d %s from %s: %s%s", status, route, peer, reason,
                     f" (and {suppressed} more like it not logged)" if suppressed else "")
 
@@ -56,12 +109,19 @@ class HttpIngestProtocol(asyncio.Protocol):
     """One client connection. Requests are answered in the order they came,
     even when a later one (an ingest) finishes before an earlier one (a query)."""
 
-    def __init__(self, router: Router, intake: IntakeContext, connections: set):
+    def __init__(self, router: Router, intake: IntakeContext, connections: set, limits: HttpLimits = HttpLimits()):
         self._router = router
         self._intake = intake
         self._connections = connections
+        self._limits = limits
         self._parser = httptools.HttpRequestParser(self)
         self._responses: deque[list] = deque()  # [rendered answer, or None while it is awaited; route template]
+        self._held: deque[tuple] = deque()  # requests parsed while there was no room: (their slot in _responses, request)
+        self._holding = False  # reading paused by us: no room for more requests
+        self._write_paused = False  # the transport's write buffer is above its high-water mark
+        self._pumping = False  # _pump is running (it is re-entered through the answers it writes)
+        self._pump_scheduled = False
+        self._burst = 0  # requests dispatched in the current read
         self._abandonable: set[asyncio.Task] = set()  # answers nobody needs once the client has gone (queries)
         self._closing = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -71,11 +131,18 @@ class HttpIngestProtocol(asyncio.Protocol):
         self._tokens = intake.tokens if intake.tokens.enabled else None  # None: no auth
         # the last Authorization header and the token it named: a client sends the same one on every request
         self._identified: tuple[str, Token] | None = None
+        self._phase = IDLE
+        self._begun = 0  # requests begun on this connection: the sweep sees a new one by it
+        self._received = 0  # bytes read: the sweep sees a body progress by it
+        self._head_began = False  # a request began during the current read
+        self._stall: tuple | None = None  # what the sweep saw last, and since when
         self._reset()
 
     def _reset(self) -> None:
         self._url = b""
         self._headers: dict[str, str] = {}
+        self._head_bytes = 0  # the URL and the header lines handed over so far
+        self._head_reads = 0  # bytes of the reads that were head from end to end (a header still arriving)
         self._body: list[bytes] = []
         self._body_size = 0
         self._inflate = None
@@ -97,6 +164,7 @@ class HttpIngestProtocol(asyncio.Protocol):
     def connection_lost(self, exc):
         self._closing = True
         self._release()
+        self._held.clear()  # nobody is left to answer
         self._connections.discard(self)
         for task in list(self._abandonable):  # nobody is left to read the result
             task.cancel()
@@ -104,31 +172,75 @@ class HttpIngestProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._closing:
             return
+        self._received += len(data)
+        in_head = self._phase == HEAD
+        self._head_began = False
+        self._burst = 0
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._answer_and_close(HttpError(400, "protocol upgrades are not supported"))
-        except httptools.HttpParserCallbackError as exc:  # a bug of ours in a callback, not the client's request
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, Refusal):  # a limit a callback found exceeded: it stopped the parser
+                if not self._closing:
+                    self._refuse(cause)
+                return
+            # a bug of ours in a callback, not the client's request
             log.error("internal error in an HTTP request to %s from %s", self._path() or "?", self.peer,
-                      exc_info=exc.__context__ or exc)
+                      exc_info=cause or exc)
             if not self._closing:
                 self._answer_and_close(HttpError(500, "internal error"))
         except httptools.HttpParserError as exc:
             if not self._closing:
                 self._answer_and_close(HttpError(400, f"malformed HTTP request: {exc}"))
+        if self._phase == HEAD and in_head and not self._head_began and not self._closing:
+            # this whole read was one head, still incomplete: the parser holds a header we have not been given
+            self._head_reads += len(data)
+            if self._head_reads > self._limits.max_header_bytes:
+                self._refuse(self._head_too_large())
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        self._hold()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._pump()
 
     # httptools callbacks
 
     def on_message_begin(self) -> None:
         self._reset()
+        self._phase = HEAD
+        self._begun += 1
+        self._head_began = True
 
     def on_url(self, url: bytes) -> None:
         self._url += url
+        self._head_bytes += len(url)
+        if len(self._url) > self._limits.max_url_bytes:
+            raise Refusal(414, f"URL longer than {self._limits.max_url_bytes} bytes (--max-url-bytes); "
+                               "send long parameters in the request body", "uri_too_long")
+        if self._head_bytes > self._limits.max_header_bytes:
+            raise self._head_too_large()
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+        headers = self._headers
+        self._head_bytes += len(name) + len(value) + HEAD_OVERHEAD
+        if self._head_bytes > self._limits.max_header_bytes:
+            raise self._head_too_large()
+        if len(headers) >= self._limits.max_headers:
+            raise Refusal(431, f"more than {self._limits.max_headers} header fields (--max-headers)",
+                          "too_many_headers")
+        headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def _head_too_large(self) -> Refusal:
+        return Refusal(431, f"request head (URL and headers) larger than {self._limits.max_header_bytes} bytes "
+                            "(--max-header-bytes)", "header_too_large")
 
     def on_headers_complete(self) -> None:
+        self._phase = BODY
         method, routed = self._parser.get_method(), self._routed
         if routed is not None and routed[0] == method and routed[1] == self._url:
             self._url_parts, self._match = routed[2], routed[3]
@@ -232,6 +344,7 @@ class HttpIngestProtocol(asyncio.Protocol):
         self._body.append(chunk)
 
     def on_message_complete(self) -> None:
+        self._phase = IDLE
         if self._closing:
             return
         keep_alive = self._parser.should_keep_alive()
@@ -243,18 +356,42 @@ class HttpIngestProtocol(asyncio.Protocol):
         body = b"".join(self._body)
         self._body = []
         self._release()  # the body is read: once buffered, the pipeline counts its lines
-        answer = error_reply(self._early_error) if self._early_error is not None else self._dispatch(body)
         if not keep_alive:
             self._closing = True
-        if isinstance(answer, Reply):
-            self._responses.append([render(answer, keep_alive), self._template()])
-            self._write_ready()
+        self._burst += 1
+        if self._holding or self._burst > MAX_PIPELINED:
+            # no room now: the request keeps its place in the answers and waits, the connection is not read
+            slot = [None, self._template()]
+            self._responses.append(slot)
+            self._held.append((slot, self._early_error, self._match, self._url_parts, self._headers, body, keep_alive,
+                               self._token))
+            self._hold()
+            self._schedule_pump()
             return
-        slot = [None, self._template()]
-        self._responses.append(slot)
-        answer.add_done_callback(lambda done: self._answered(slot, done, keep_alive))
+        self._answer(None, self._early_error, self._match, self._url_parts, self._headers, body, keep_alive,
+                     self._token)
+        if len(self._responses) >= MAX_PIPELINED:
+            self._hold()
 
     # requests
+
+    def _answer(self, slot: list | None, early_error, match, url_parts, headers, body: bytes, keep_alive: bool,
+                token: Token | None) -> None:
+        """Dispatches a request and writes its answer when it is ready; `slot`
+        is its place in the answers when it has one already (a held request)."""
+        answer = (error_reply(early_error) if early_error is not None
+                  else self._dispatch(match, url_parts, headers, body, token))
+        if isinstance(answer, Reply):
+            if slot is None:
+                self._responses.append([render(answer, keep_alive), self._template()])
+            else:
+                slot[0] = render(answer, keep_alive)
+            self._write_ready()
+            return
+        if slot is None:
+            slot = [None, self._template()]
+            self._responses.append(slot)
+        answer.add_done_callback(lambda done: self._answered(slot, done, keep_alive))
 
     def _template(self) -> str:
         """The request's route template, its label in the metrics."""
@@ -263,16 +400,15 @@ class HttpIngestProtocol(asyncio.Protocol):
     def _path(self) -> str:
         return self._url.split(b"?", 1)[0].decode("latin-1")
 
-    def _dispatch(self, body: bytes) -> Reply | asyncio.Future:
+    def _dispatch(self, match: Match, url, headers: dict, body: bytes, token: Token | None) -> Reply | asyncio.Future:
         """The route's answer: a Reply now, or a future of one. An HttpError
         is the client's answer; any other exception is a bug (answered 500)."""
-        match, url = self._match, self._url_parts
         try:
             if match.error is not None:
                 raise match.error
             route = match.route
             answer = route.handler(Request(route.method, url.path.decode("latin-1"), match.params, url.query,
-                                           self._headers, body, self.peer, self._token))
+                                           headers, body, self.peer, token))
         except HttpError as exc:
             return error_reply(exc)
         if isinstance(answer, Reply):
@@ -322,8 +458,57 @@ class HttpIngestProtocol(asyncio.Protocol):
             if self.transport is not None and not self.transport.is_closing():
                 self._count(route, response)
                 self.transport.write(response)
+        if self._holding:
+            self._pump()
         if self._closing and not self._responses and self.transport is not None:
             self._linger_close()
+
+    # backpressure
+
+    def _room(self) -> bool:
+        """Whether another request may be dispatched: the answers drain and
+        not too many are awaited."""
+        return not self._write_paused and len(self._responses) - len(self._held) < MAX_PIPELINED
+
+    def _hold(self) -> None:
+        """Stop reading: the requests parsed from here on wait for room."""
+        if not self._holding:
+            self._holding = True
+            if self.transport is not None and not self.transport.is_closing():
+                self.transport.pause_reading()
+
+    def _schedule_pump(self) -> None:
+        if not self._pump_scheduled:
+            self._pump_scheduled = True
+            self._loop.call_soon(self._scheduled_pump)
+
+    def _scheduled_pump(self) -> None:
+        self._pump_scheduled = False
+        self._pump()
+
+    def _pump(self) -> None:
+        """Dispatches the requests held back, in order, while there is room
+        (at most MAX_PIPELINED before other connections get the loop); then
+        reads again."""
+        if self._pumping or self.transport is None:
+            return
+        self._pumping = True
+        try:
+            dispatched = 0
+            while self._held and self._room():
+                if dispatched == MAX_PIPELINED:
+                    self._schedule_pump()
+                    return
+                dispatched += 1
+                self._answer(*self._held.popleft())
+            if self._holding and not self._held and self._room():
+                self._holding = False
+                if not self.transport.is_closing():
+                    self.transport.resume_reading()
+        finally:
+            self._pumping = False
+
+    # closing
 
     def _linger_close(self) -> None:
         """Close our side but keep reading (and discarding) for a while, so a
@@ -332,6 +517,9 @@ class HttpIngestProtocol(asyncio.Protocol):
         transport = self.transport
         if transport.is_closing():
             return
+        if self._holding:  # reading must go on to discard what the client still sends
+            self._holding = False
+            transport.resume_reading()
         if transport.can_write_eof():
             transport.write_eof()
             self._loop.call_later(LINGER_SECONDS, transport.close)
@@ -343,6 +531,54 @@ class HttpIngestProtocol(asyncio.Protocol):
         self._responses.append([render(error_reply(error), keep_alive=False), self._template()])
         self._closing = True
         self._write_ready()
+
+    def _refuse(self, refusal: Refusal) -> None:
+        """Answers a refusal of ours and closes; counted by its reason."""
+        self._intake.observe_refusal(refusal.reason, "")
+        self._answer_and_close(refusal)
+
+    def check_timeouts(self, now: float) -> None:
+        """Called by the sweep: closes the connection when its client has made
+        no progress for the time its state allows. A wait that is the server's
+        (an answer being computed, reading held back) is not held against it."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        limits = self._limits
+        buffered = transport.get_write_buffer_size()
+        if buffered:  # answers written but not taken by the client
+            seen, limit = ("unread", buffered, len(self._responses)), limits.idle_timeout
+        elif self._closing or self._holding:
+            self._stall = None
+            return
+        elif self._phase == HEAD:  # the head's first byte came: trickling bytes do not reset this
+            seen, limit = ("head", self._begun), limits.header_timeout
+        elif self._phase == BODY:
+            seen, limit = ("body", self._begun, self._received), limits.body_timeout
+        elif self._responses:  # answers being computed
+            self._stall = None
+            return
+        else:
+            seen, limit = ("idle", self._begun), limits.idle_timeout
+        stall = self._stall
+        if stall is None or stall[0] != seen:
+            self._stall = (seen, now)
+            return
+        if now - stall[1] < limit:
+            return
+        what = seen[0]
+        if what == "idle":
+            transport.close()  # a keep-alive connection nobody uses: no answer is owed
+        elif what == "unread":
+            self._intake.observe_refusal("write_timeout", "")
+            REFUSALS.refused("connection", 408, self.peer, f"answers not read for {limit:g} s (--idle-timeout); aborted")
+            transport.abort()  # what is buffered would never be read
+        elif what == "head":
+            self._refuse(Refusal(408, f"request headers not complete within {limit:g} s of the request's first byte "
+                                      "(--header-timeout)", "header_timeout"))
+        else:
+            self._refuse(Refusal(408, f"no body byte for {limit:g} s while the body was incomplete (--body-timeout)",
+                                 "body_timeout"))
 
     def _count(self, route: str, response: bytes) -> None:
         """Every answer in ingest_http_requests_total; refusals in the log too."""
@@ -364,3 +600,30 @@ class HttpIngestProtocol(asyncio.Protocol):
         return render(task.result(), keep_alive)
 
 
+class ConnectionSweep:
+    """Once a second, asks every connection of a set whether its client has
+    stalled past its timeouts: one timer for all of them, nothing per request."""
+
+    def __init__(self, connections: set, interval: float = SWEEP_SECONDS):
+        self._connections = connections
+        self._interval = interval
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._timer = self._loop.call_later(self._interval, self._sweep)
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _sweep(self) -> None:
+        now = self._loop.time()
+        for connection in list(self._connections):
+            try:
+                connection.check_timeouts(now)
+            except Exception:  # one broken connection must not end the sweep for all
+                log.exception("checking the timeouts of %s", connection.peer)
+        self._timer = self._loop.call_later(self._interval, self._sweep)
