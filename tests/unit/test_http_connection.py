@@ -12,7 +12,7 @@ import pytest
 
 from ingest.core.budget import MemoryBudget
 from ingest.sources.base import IntakeContext
-from ingest.sources.http.connection import HttpIngestProtocol
+from ingest.sources.http.connection import MAX_PIPELINED, HttpIngestProtocol, HttpLimits
 from ingest.sources.http.responses import HttpError, Reply, json_reply
 from ingest.sources.http.router import Route, Router
 
@@ -27,6 +27,8 @@ class FakeTransport(asyncio.Transport):
         self.written = bytearray()
         self.closed = False
         self.eof_written = False
+        self.reading = True
+        self.buffered = 0  # what get_write_buffer_size answers
 
     def write(self, data) -> None:
         assert not self.closed, "written after close"
@@ -43,6 +45,15 @@ class FakeTransport(asyncio.Transport):
 
     def write_eof(self) -> None:
         self.eof_written = True
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
 
     def get_extra_info(self, name, default=None):
         return ("127.0.0.1", 40000) if name == "peername" else default
@@ -82,14 +93,16 @@ def echo(request) -> Reply:
 class Connection:
     """A connection on a fake transport, with the routes given and what it counted."""
 
-    def __init__(self, routes: list[Route], budget: MemoryBudget | None = None):
+    def __init__(self, routes: list[Route], budget: MemoryBudget | None = None, limits: HttpLimits = HttpLimits()):
         self.counted: list[tuple[str, int]] = []
+        self.refusals: list[str] = []
         intake = IntakeContext(
             pipeline=None, budget=budget or MemoryBudget(1 << 20), wal=None, sink_health=None, receipts=None,
             idempotency=None, webhooks=None, draining=lambda: False, max_body_bytes=MAX_BODY_BYTES,
-            max_line_bytes=1024, observe_http=lambda route, status: self.counted.append((route, status)))
+            max_line_bytes=1024, observe_http=lambda route, status: self.counted.append((route, status)),
+            observe_refusal=lambda reason, token="": self.refusals.append(reason))
         self.connections: set = set()
-        self.protocol = HttpIngestProtocol(Router(routes, "try GET /echo"), intake, self.connections)
+        self.protocol = HttpIngestProtocol(Router(routes, "try GET /echo"), intake, self.connections, limits)
         self.transport = FakeTransport()
         self.protocol.connection_made(self.transport)
 
@@ -364,4 +377,113 @@ def test_an_absolute_form_url_is_routed_checked_and_counted_like_its_path():
         assert refused.status == 503  # the route's check before the body applies whatever the URL's form
         assert ok.json() == {"method": "POST", "path": "/echo", "params": {}, "body": "ok"}
         assert connection.counted == [("/guarded", 503), ("/echo", 200)]
+    run(scenario)
+
+
+def test_while_writes_are_paused_requests_are_held_in_order_and_reading_stops():
+    async def scenario():
+        connection = Connection([Route("POST", "/echo", echo)])
+        connection.protocol.pause_writing()
+        assert not connection.transport.reading
+        connection.send(b"".join(request("POST", "/echo", b"%d" % i) for i in range(10)))
+        await asyncio.sleep(0)
+        assert connection.answers() == []  # parsed, held, not answered
+        connection.protocol.resume_writing()
+        answered = await connection.answered(10)
+        assert [a.json()["body"] for a in answered] == [str(i) for i in range(10)]
+        assert connection.transport.reading
+    run(scenario)
+
+
+def test_past_the_pipelining_cap_the_connection_is_not_read_and_nothing_is_lost():
+    async def scenario():
+        release = asyncio.Event()
+        started = []
+
+        async def slow(request) -> Reply:
+            started.append(request.body)
+            await release.wait()
+            return json_reply(200, {"body": request.body.decode()})
+
+        connection = Connection([Route("POST", "/slow", slow), Route("POST", "/echo", echo)])
+        count = MAX_PIPELINED * 3
+        connection.send(b"".join(request("POST", "/slow" if i % 2 else "/echo", b"%d" % i) for i in range(count)))
+        for _ in range(100):
+            await asyncio.sleep(0)
+        assert not connection.transport.reading
+        assert len(started) <= MAX_PIPELINED  # the rest wait, parsed but not dispatched
+        release.set()
+        answered = await connection.answered(count)
+        assert [a.json()["body"] for a in answered] == [str(i) for i in range(count)]
+        assert connection.transport.reading
+    run(scenario)
+
+
+def test_a_head_over_the_limit_is_431_even_while_one_header_is_still_arriving():
+    async def scenario():
+        connection = Connection([Route("POST", "/echo", echo)], limits=HttpLimits(max_header_bytes=4096))
+        connection.send(b"POST /echo HTTP/1.1\r\nX-Big: ")
+        for _ in range(3):
+            connection.send(b"a" * 2000)  # httptools holds it until the line ends: counted by the reads
+        [answer] = await connection.answered(1)
+        assert answer.status == 431 and connection.transport.eof_written
+        assert connection.refusals == ["header_too_large"]
+    run(scenario)
+
+
+def test_a_long_url_is_414_as_its_pieces_arrive():
+    async def scenario():
+        connection = Connection([Route("GET", "/echo", echo)], limits=HttpLimits(max_url_bytes=100))
+        connection.send(b"GET /echo?" + b"a" * 60)
+        connection.send(b"a" * 60)
+        [answer] = await connection.answered(1)
+        assert answer.status == 414 and "--max-url-bytes" in answer.json()["error"]
+        assert connection.refusals == ["uri_too_long"]
+    run(scenario)
+
+
+def test_timeouts_close_stalled_clients_but_not_a_wait_that_is_the_servers():
+    async def scenario():
+        limits = HttpLimits(header_timeout=10, body_timeout=30, idle_timeout=60)
+        head = Connection([Route("POST", "/echo", echo)], limits=limits)
+        head.send(b"POST /echo HTTP/1.1\r\nHost: x")
+        head.protocol.check_timeouts(100)
+        head.send(b"x")  # trickling does not reset the header timeout
+        head.protocol.check_timeouts(109)
+        assert head.answers() == []
+        head.protocol.check_timeouts(110)
+        [answer] = await head.answered(1)
+        assert answer.status == 408 and head.refusals == ["header_timeout"]
+
+        budget = MemoryBudget(1 << 20)
+        body = Connection([Route("POST", "/in", echo, budgeted=True)], budget, limits=limits)
+        body.send(request("POST", "/in", b"x" * 100)[:-50])
+        assert budget.used == 100
+        body.protocol.check_timeouts(0)
+        body.send(b"x" * 10)  # a body byte resets it
+        body.protocol.check_timeouts(29)
+        body.protocol.check_timeouts(58)
+        assert body.answers() == []
+        body.protocol.check_timeouts(59)
+        [answer] = await body.answered(1)
+        assert answer.status == 408 and budget.used == 0 and body.refusals == ["body_timeout"]
+
+        release = asyncio.Event()
+
+        async def slow(request) -> Reply:
+            await release.wait()
+            return json_reply(200, {})
+
+        waiting = Connection([Route("POST", "/slow", slow)], limits=limits)
+        waiting.send(request("POST", "/slow"))
+        waiting.protocol.check_timeouts(0)
+        waiting.protocol.check_timeouts(1000)  # the answer is being computed: not the client's stall
+        assert not waiting.transport.closed
+        release.set()
+        await waiting.answered(1)
+        waiting.protocol.check_timeouts(2000)
+        waiting.protocol.check_timeouts(2059)
+        assert not waiting.transport.closed
+        waiting.protocol.check_timeouts(2060)  # idle: closed quietly
+        assert waiting.transport.closed and waiting.refusals == []
     run(scenario)
