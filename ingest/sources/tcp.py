@@ -16,37 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 from ingest.durability.wal import RETRY_SECONDS as WAL_RETRY_SECONDS
 from ingest.hotpath.buffer import LineFramer
 from ingest.sources.base import IntakeContext
+from ingest.sources.refusals import RefusalLog
 from ingest.sources.tls import peer_common_name
 
 log = logging.getLogger("ingest.tcp")
-REFUSAL_LOG_INTERVAL = 10  # seconds: at most one line about refused TCP connections in that time
-
-
-class RefusedConnections:
-    """A warning line per refused TCP connection, at most one every
-    `interval` seconds; the ones left out are counted in the next line."""
-
-    def __init__(self, interval: float = REFUSAL_LOG_INTERVAL):
-        self._interval = interval
-        self._last = -interval
-        self._suppressed = 0
-
-    def refused(self, peer: str, why: str) -> None:
-        now = time.monotonic()
-        if now - self._last < self._interval:
-            self._suppressed += 1
-            return
-        self._last, suppressed, self._suppressed = now, self._suppressed, 0
-        log.warning("refused a connection from %s: %s%s", peer, why,
-                    f" (and {suppressed} more not logged)" if suppressed else "")
-
-
-REFUSALS = RefusedConnections()
+REFUSALS = RefusalLog(log)
 
 
 class TcpIngestProtocol(asyncio.Protocol):
@@ -87,8 +65,9 @@ class TcpIngestProtocol(asyncio.Protocol):
         else:
             return
         self._refused = True
+        status = 401 if reason == "unauthenticated" else 403
         self._intake.observe_refusal(reason, token.name if token is not None else "")
-        REFUSALS.refused(self.peer, why)
+        REFUSALS.refused("tcp connection", status, self.peer, why)
         transport.close()
 
     def data_received(self, data: bytes) -> None:

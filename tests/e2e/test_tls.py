@@ -221,4 +221,4 @@ def test_under_tokens_without_client_certificates_tcp_is_refused(start_server, t
     assert server.stats("events").get("received", 0) == 0
     log = server.log()
     assert server.stop() == 0
-    assert "--tls-client-ca" in log and "refused a connection" in log
+    assert "--tls-client-ca" in log and "refused 401 tcp connection" in log

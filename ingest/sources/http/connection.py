@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import deque
 from typing import NamedTuple
 
@@ -42,6 +41,7 @@ import httptools
 
 from ingest.sources.auth import CHALLENGE, Token, Unauthenticated
 from ingest.sources.base import IntakeContext
+from ingest.sources.refusals import RefusalLog
 from ingest.sources.formats.compression import CorruptBody, UnsupportedEncoding, decompressor
 from ingest.sources.http.responses import RETRY_LATER, HttpError, Reply, error_reply, refusal_reason, render
 from ingest.sources.http.router import Match, Request, Router
@@ -50,7 +50,6 @@ log = logging.getLogger("ingest.http")
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"  # the interim answer to Expect: 100-continue
 LINGER_SECONDS = 5  # how long a refused client may go on sending before we close
-REFUSAL_LOG_INTERVAL = 10  # seconds: at most one log line per route and status in that time
 MAX_PIPELINED = 64  # requests of one connection awaiting their answers (and dispatched per read) before it is not read
 SWEEP_SECONDS = 1  # how often the timeouts are checked
 HEAD_OVERHEAD = 4  # ": " and CRLF of a header line, counted in the head's size
@@ -78,31 +77,7 @@ class Refusal(HttpError):
         self.reason = reason
 
 
-class RefusalLog:
-    """A warning line per refused request, at most one per route and status
-    every `interval` seconds; the ones left out are counted in the next line."""
-
-    def __init__(self, interval: float = REFUSAL_LOG_INTERVAL):
-        self._interval = interval
-        self._last: dict[tuple, float] = {}
-        self._suppressed: dict[tuple, int] = {}
-
-    def refused(self, route: str, status: int, peer: str, response: bytes | str) -> None:
-        """`response`: the rendered answer (its "error" is logged), or the reason itself."""
-        key = (route, status)
-        now = time.monotonic()
-        if now - self._last.get(key, -self._interval) < self._interval:
-            self._suppressed[key] = self._suppressed.get(key, 0) + 1
-            return  # a flood of refusals is counted, not parsed for a line nobody sees
-        self._last[key] = now
-        suppressed = self._suppressed.pop(key, 0)
-        why = refusal_reason(response) if isinstance(response, bytes) else response
-        reason = " ".join(why.split())[:300]  # one line, whatever the error text holds
-        log.warning("refused %d %s from %s: %s%s", status, route, peer, reason,
-                    f" (and {suppressed} more like it not logged)" if suppressed else "")
-
-
-REFUSALS = RefusalLog()
+REFUSALS = RefusalLog(log, explain=refusal_reason)  # an answer's JSON "error" is what its line says
 
 
 class HttpIngestProtocol(asyncio.Protocol):
