@@ -245,3 +245,56 @@ def _declared(field: pa.Field, path: str) -> DeclaredType:
 def is_json_field(field: pa.Field) -> bool:
     """Nested values are kept as JSON text, marked by the encoder."""
     return bool(field.metadata) and field.metadata.get(b"ingest.type") == b"json"
+
+
+def conform_batch(batch: pa.RecordBatch, declared: pa.Schema | None = None, strict: bool = False) -> pa.RecordBatch:
+    """Rows that arrive already structured (an Arrow IPC body), in the types
+    the sinks take: dictionaries decoded, large and view types made plain,
+    and, for a table with declared columns, each declared column cast to its
+    type (safely: no value may change). ValueError naming the column when a
+    type has no place in a table, a value does not fit its declared type, or
+    a strict table gets an undeclared column."""
+    fields = {f.name: f for f in declared} if declared is not None else {}
+    columns, names = [], []
+    for field, column in zip(batch.schema, batch.columns):
+        target = fields.get(field.name)
+        if target is None and strict:
+            raise ValueError(f"column {field.name!r} is not declared for this table, which is strict")
+        plain = _plain_type(field.type, field.name)
+        try:
+            if target is not None:
+                wanted = pa.string() if is_json_field(target) else target.type
+                if is_json_field(target) and not pa.types.is_string(plain):
+                    raise ValueError(f"column {field.name!r} is declared json: send it as JSON text (utf8)")
+                column = column.cast(wanted, safe=True)
+            elif plain != field.type:
+                column = column.cast(plain, safe=True)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+            raise ValueError(f"column {field.name!r} of type {field.type} cannot be read as "
+                             f"{target.type if target is not None else plain}: {exc}") from None
+        columns.append(column)
+        names.append(field.name)
+    if len(set(name.lower() for name in names)) != len(names):
+        raise ValueError("two columns have the same name but for case; column names are case-insensitive")
+    schema = pa.schema([pa.field(n, c.type, metadata=(fields[n].metadata if n in fields else None))
+                        for n, c in zip(names, columns)])
+    return pa.RecordBatch.from_arrays(columns, schema=schema)
+
+
+def _plain_type(kind: pa.DataType, name: str) -> pa.DataType:
+    """The type a column of `kind` lands as; ValueError for one with no place in a table."""
+    if pa.types.is_dictionary(kind):
+        return _plain_type(kind.value_type, name)
+    if pa.types.is_large_string(kind) or getattr(pa.types, "is_string_view", lambda _: False)(kind):
+        return pa.string()
+    if (pa.types.is_boolean(kind) or pa.types.is_integer(kind) or pa.types.is_floating(kind)
+            or pa.types.is_string(kind) or pa.types.is_timestamp(kind) or pa.types.is_date32(kind)):
+        return pa.float64() if pa.types.is_float16(kind) else kind
+    if pa.types.is_date64(kind):
+        return pa.date32()
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        return pa.list_(pa.field(kind.value_field.name, _plain_type(kind.value_type, name)))
+    if pa.types.is_struct(kind):
+        return pa.struct([pa.field(f.name, _plain_type(f.type, f"{name}.{f.name}")) for f in kind])
+    raise ValueError(f"column {name!r} has type {kind}, which no table column takes (send booleans, integers, "
+                     "floats, strings, timestamps, dates, lists or structs of them)")

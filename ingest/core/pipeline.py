@@ -34,6 +34,7 @@ from ingest.core.ports import Log, LogUnavailable, Sink
 from ingest.core.receipts import Receipt
 from ingest.hotpath.buffer import BatchBuffer
 from ingest.hotpath.encoder import Encoder
+from ingest.schema import conform_batch
 
 log = logging.getLogger("ingest.pipeline")
 
@@ -159,6 +160,15 @@ class TablePipeline:
         lsn = self._log_batch(batch, meta, keyed) if self._context.wal is not None else None
         self._append_structured(batch, lsn, receipt)
         return lsn
+
+    def conform(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        """Structured rows made to fit this table (its declared columns, the
+        types sinks take) before they are logged; ValueError naming the
+        column that does not fit."""
+        declared = self._context.tables.get(self.table)
+        if declared is None:
+            return conform_batch(batch)
+        return conform_batch(batch, declared.schema, declared.strict)
 
     def replay(self, record, receipt: Receipt | None = None) -> None:
         """A write-ahead-log record of lines handed back by recovery,

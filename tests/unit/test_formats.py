@@ -32,7 +32,7 @@ def test_the_refusals_keep_their_texts():
     with pytest.raises(formats.UnsupportedContentType) as refused:
         formats.decode("text/plain", b"{}")
     assert str(refused.value) == ("unsupported Content-Type 'text/plain'; "
-                                  "send application/x-ndjson or application/json")
+                                  "send application/x-ndjson, application/json or application/vnd.apache.arrow.stream")
     with pytest.raises(formats.UnsupportedContentType):
         formats.decode("", b"{}")  # an empty Content-Type is not the default one
     with pytest.raises(formats.InvalidBody, match="^invalid JSON array: "):

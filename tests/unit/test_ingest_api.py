@@ -12,6 +12,7 @@ import pytest
 from ingest.core.budget import MemoryBudget
 from ingest.core.health import SinkHealth
 from ingest.core.receipts import IdempotencyKeys, ReceiptBook
+from ingest.schema import conform_batch
 from ingest.server.webhooks import Webhooks
 from ingest.sources import formats
 from ingest.sources.base import IntakeContext
@@ -37,6 +38,10 @@ class RecordingPipeline:
 
     def rejected_at_source(self, lines, errors, source):
         self.calls.append(("rejected", lines, errors, None, False))
+
+    @staticmethod
+    def conform(batch):
+        return conform_batch(batch)
 
 
 def ingest_api(tmp_path, pipeline, parse_pool=None, draining=lambda: False) -> IngestApi:

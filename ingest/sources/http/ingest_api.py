@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import math
 from typing import NamedTuple
@@ -247,6 +248,8 @@ class IngestApi:
         if request.token is not None:  # what the body carried is taken from the token's quotas
             request.token.charge(accepted + len(errors), len(request.body))
         pipeline = self._intake.pipeline(table)
+        if decoded.batch is not None:
+            decoded = self._conformed(pipeline, decoded, request, table)
         document = {"accepted": accepted, "rejected": len(errors), "errors": []}
         if errors:
             document["errors"] = [{"line": index + 1, "error": reason} for index, reason in errors[:MAX_ERRORS_REPORTED]]
@@ -278,6 +281,20 @@ class IngestApi:
             pipeline.rejected_at_source([decoded.lines.line(i) for i, _ in errors], [reason for _, reason in errors],
                                         f"http {request.peer} POST /v1/ingest/{table}")
         return Accepted(400 if accepted == 0 and errors else 200, document, reply or json_body(document), lsn, receipt)
+
+
+    @staticmethod
+    def _conformed(pipeline, decoded: formats.Decoded, request: Request, table: str) -> formats.Decoded:
+        """A columnar body's rows in the table's types; a 400 naming the
+        column when they do not fit, the rows kept in the dead-letter store."""
+        try:
+            return formats.Decoded(batch=pipeline.conform(decoded.batch))
+        except ValueError as exc:
+            rows = [json.dumps(row, default=str).encode() for row in decoded.batch.to_pylist()]
+            pipeline.rejected_at_source(rows, [f"Arrow IPC body: {exc}"] * len(rows),
+                                        f"http {request.peer} POST /v1/ingest/{table}")
+            raise HttpError(400, f"Arrow IPC body: {exc}; nothing was accepted (the rows are kept in the "
+                                 "dead-letter store)") from None
 
 
 class Accepted(NamedTuple):
