@@ -166,9 +166,8 @@ def referenced_tables(sql: str) -> set[str]:
     memory, holds no tables and cannot reach files or the network."""
     connection = getattr(_parsing, "connection", None)
     if connection is None:
-        connection = _parsing.connection = duckdb.connect(":memory:", config={
-            "enable_external_access": False, "autoinstall_known_extensions": False,
-            "autoload_known_extensions": False, "lock_configuration": True})
+        connection = _parsing.connection = duckdb.connect(":memory:")
+        sandbox(connection)
     try:
         return set(connection.get_table_names(sql))
     except duckdb.Error as exc:
