@@ -54,6 +54,11 @@ def verify(secret: bytes, header: str, body: bytes, tolerance: float = 300) -> b
     return hmac.compare_digest(expected, fields.get("v1", "")) and abs(time.time() - timestamp) <= tolerance
 
 
+def _port(parts) -> int:
+    """The port a split callback URL names, or its scheme's; ValueError for an invalid one."""
+    return parts.port or (443 if parts.scheme == "https" else 80)
+
+
 class CallbackRefused(ValueError):
     pass
 
@@ -89,7 +94,7 @@ class Webhooks:
             raise CallbackRefused(f"callback host {parts.hostname!r} is not allowed; allowed: "
                                   f"{', '.join(sorted(self.allowed_hosts))} (--webhook-allow)")
         try:
-            port = parts.port or (443 if parts.scheme == "https" else 80)
+            port = _port(parts)
         except ValueError:
             raise CallbackRefused(f"callback {url!r} has an invalid port") from None
         if self._is_own(parts.hostname.lower().rstrip("."), port):
@@ -109,7 +114,7 @@ class Webhooks:
             return
         parts = urlsplit(url)
         try:
-            key = (parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))
+            key = (parts.hostname or "", _port(parts))
         except ValueError:  # a bad port (a callback logged before check() refused those)
             self._record_failures([(url, notice)], "invalid port in the callback URL")
             return
@@ -193,7 +198,7 @@ class Webhooks:
                    "User-Agent: ingest-webhooks\r\n"
                    "Connection: close\r\n\r\n").encode()
         reader, writer = await asyncio.open_connection(
-            parts.hostname, parts.port or (443 if https else 80),
+            parts.hostname, _port(parts),
             ssl=ssl.create_default_context() if https else None)
         try:
             writer.write(request + body)
