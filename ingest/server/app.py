@@ -265,16 +265,16 @@ class IngestServer:
             return sink.getvalue().to_pybytes()
         done = self.queries[running] = self.loop.run_in_executor(self._query_pool, run)
         done.add_done_callback(lambda _: self.queries.pop(running, None))
-        timeout = self.settings.query_timeout
-        timer = self.loop.call_later(timeout, lambda: asyncio.ensure_future(
-            self._interrupt(running, done, f"it ran past --query-timeout ({timeout}s)")))
+        expired = f"it ran past --query-timeout ({self.settings.query_timeout}s)"
+        timer = self.loop.call_later(self.settings.query_timeout, lambda: asyncio.ensure_future(
+            self._interrupt(running, done, expired)))
         try:
             return await asyncio.shield(done)
         except asyncio.CancelledError:
             asyncio.ensure_future(self._interrupt(running, done, "its client went away"))
             raise
         except QueryInterrupted as exc:
-            if running.reason.startswith("it ran past"):
+            if running.reason == expired:  # the first reason given is the one kept
                 raise QueryTimedOut(str(exc)) from None
             raise
         finally:
