@@ -25,5 +25,5 @@ def decode(content_type: str | None, body: bytes) -> Decoded:
     decoder = DECODERS.get(media_type)
     if decoder is None:
         raise UnsupportedContentType(f"unsupported Content-Type {media_type!r}; send application/x-ndjson, "
-                                     f"application/json or {arrow.ARROW_STREAM_TYPES[0]}")
+                                     f"application/json or {arrow.ARROW_STREAM_TYPE}")
     return decoder(body)

@@ -7,7 +7,8 @@ import pyarrow as pa
 
 from ingest.sources.formats.base import Decoded, InvalidBody
 
-ARROW_STREAM_TYPES = ("application/vnd.apache.arrow.stream", "application/x-apache-arrow-stream")
+ARROW_STREAM_TYPE = "application/vnd.apache.arrow.stream"  # the registered name; query results are sent as it too
+ARROW_STREAM_TYPES = (ARROW_STREAM_TYPE, "application/x-apache-arrow-stream")
 
 
 def decode_arrow_stream(body: bytes) -> Decoded:

@@ -14,12 +14,12 @@ import re
 from ingest.core.ports import QueryInterrupted, QueryRefused, QueryTimedOut
 from ingest.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ingest.sources.base import AdminContext
+from ingest.sources.formats.arrow import ARROW_STREAM_TYPE
 from ingest.sources.http.responses import JSON_TYPE, RETRY_LATER, HttpError, Reply, json_reply
 from ingest.sources.http.router import Request, Route
 
 RECEIPTS_PREFIX = "/v1/receipts/"
 TABLE_BY_STRING = re.compile(r"\b(?:query_table|query)\s*\(", re.IGNORECASE)  # table functions taking a table name
-ARROW_STREAM_TYPE = "application/vnd.apache.arrow.stream"
 
 
 def routes(admin: AdminContext) -> list[Route]:
