@@ -104,6 +104,15 @@ class Token:
             allowed = self._allowed[table] = any(fnmatchcase(folded, pattern) for pattern in self.tables)
         return allowed
 
+    def forbids(self, scopes: tuple, table: str | None, action: str) -> str | None:
+        """Why this token may not do `action` (which needs one of `scopes`,
+        on `table` if given): the message of a refusal, or None when it may."""
+        if not any(self.has(scope) for scope in scopes):
+            return f"token {self.name!r} may not {action}: it needs the {' or '.join(scopes)} scope"
+        if table is not None and not self.may_use(table):
+            return f"token {self.name!r} may not use table {table!r}"
+        return None
+
     def rate_limited(self, now: float | None = None) -> "RateLimited | None":
         """Why this token must wait before its next request, or None."""
         if not self.quotas:

@@ -60,10 +60,11 @@ class TcpIngestProtocol(asyncio.Protocol):
         if token is None:
             reason, why = "unauthenticated", (f"its certificate names no token ({name!r})" if name else
                                               "it presented no client certificate (--tls-client-ca)")
-        elif not (token.has("write") and token.may_use(self._table)):
-            reason, why = "forbidden", f"token {token.name!r} may not write to {self._table!r}"
         else:
-            return
+            why = token.forbids(("write",), self._table, "send over TCP")
+            if why is None:
+                return
+            reason = "forbidden"
         self._refused = True
         status = 401 if reason == "unauthenticated" else 403
         self._intake.observe_refusal(reason, token.name if token is not None else "")

@@ -151,3 +151,11 @@ def test_the_webhook_secret_is_not_a_flag_and_may_come_from_a_file(tmp_path):
 ])
 def test_which_hosts_are_loopback(host, loopback):
     assert config.is_loopback(host) is loopback
+
+
+def test_forbids_names_the_missing_scope_or_the_table():
+    writer = token(tables=("events",))
+    assert writer.forbids(("write",), "events", "send over TCP") is None
+    assert "needs the query scope" in writer.forbids(("query",), None, "call /v1/query")
+    assert "'payments'" in writer.forbids(("write",), "payments", "call /v1/ingest/{table}")
+    assert token(scopes=frozenset({"admin"})).forbids(("write", "query"), "payments", "x") is None

@@ -281,15 +281,11 @@ class HttpIngestProtocol(asyncio.Protocol):
                 observe("unauthenticated", "")
                 return HttpError(401, str(exc), headers=CHALLENGE)
             self._identified = (authorization, token)
-        if not any(token.has(scope) for scope in route.scopes):
+        table = self._match.params.get(route.table_param, "") if route.table_param is not None else None
+        forbidden = token.forbids(route.scopes, table, f"call {self._match.template}")
+        if forbidden is not None:
             observe("forbidden", token.name)
-            return HttpError(403, f"token {token.name!r} may not call {self._match.template}: it needs the "
-                                  f"{' or '.join(route.scopes)} scope")
-        if route.table_param is not None:
-            table = self._match.params.get(route.table_param, "")
-            if not token.may_use(table):
-                observe("forbidden", token.name)
-                return HttpError(403, f"token {token.name!r} may not use table {table!r}")
+            return HttpError(403, forbidden)
         limited = token.rate_limited()
         if limited is not None:
             observe("rate_limited", token.name)
