@@ -222,7 +222,7 @@ def _token_secret(entry: dict, where: str, environ) -> str:
             raise ConfigError(f"{where}: the environment variable {value} (secret_env) is not set")
     elif key == "secret_file":
         try:
-            secret = Path(value).read_text().strip()
+            secret = Path(value).read_text()
         except OSError as exc:
             raise ConfigError(f"{where}: cannot read secret_file {value}: {exc.strerror or exc}") from None
     else:
@@ -277,7 +277,7 @@ def _convert(name: str, value, source: str):
     try:
         if kind == "int":
             return int(value)
-        if kind == "Path | None" or kind == "Path":
+        if kind in ("Path", "Path | None"):
             return Path(value)
         if kind == "bool":
             if isinstance(value, bool):
