@@ -282,7 +282,6 @@ class IngestApi:
                                         f"http {request.peer} POST /v1/ingest/{table}")
         return Accepted(400 if accepted == 0 and errors else 200, document, reply or json_body(document), lsn, receipt)
 
-
     @staticmethod
     def _conformed(pipeline, decoded: formats.Decoded, request: Request, table: str) -> formats.Decoded:
         """A columnar body's rows in the table's types; a 400 naming the
