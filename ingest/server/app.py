@@ -39,6 +39,7 @@ from ingest.sinks.registry import SINKS, open_sink
 from ingest.durability.recovery import Recovery
 from ingest.durability.wal import WriteAheadLog
 from ingest.sources.base import AdminContext, IntakeContext
+from ingest.sources.sdk import source_settings
 from ingest.sources.connection_cap import ConnectionCap
 from ingest.sources.http import HttpIngestProtocol, http_router
 from ingest.sources.http.connection import REFUSALS, ConnectionSweep, HttpLimits
@@ -153,7 +154,8 @@ class IngestServer:
             receipts=self.receipts, idempotency=self.idempotency, webhooks=self.webhooks,
             draining=lambda: self.draining, max_body_bytes=settings.max_body_bytes,
             max_line_bytes=settings.max_line_bytes, observe_http=self.metrics.observe_http,
-            parse_pool=self._pools[4], observe_refusal=self.metrics.observe_refusal, tokens=settings.auth)
+            parse_pool=self._pools[4], observe_refusal=self.metrics.observe_refusal, tokens=settings.auth,
+            sources=settings.sources or source_settings())
         self.pipeline(settings.tcp_table)
         cap = ConnectionCap(settings.max_connections, (self._tcp_connections, self._http_connections),
                             self.metrics.observe_refusal, REFUSALS)

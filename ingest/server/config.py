@@ -72,6 +72,8 @@ class Settings:
     log_level: str = field(default="info", metadata={"help": "debug, info, warning or error"})
     tables: dict = field(default_factory=dict, metadata={"config_only": True})  # name -> TableConfig, from [tables.NAME]
     auth: Tokens = field(default_factory=Tokens, metadata={"config_only": True})  # from [auth] and [[auth.tokens]]
+    # SDK source name -> its tables and limits, from [sources.NAME] (ingest.sources.sdk)
+    sources: dict = field(default_factory=dict, metadata={"config_only": True})
 
     def validate(self) -> None:
         if self.sink not in SINKS:
@@ -264,6 +266,27 @@ def _table_configs(tables, config_file) -> dict:
     return configs
 
 
+def _source_settings(raw, where: str) -> dict:
+    from ingest.sources.sdk import source_settings
+
+    try:
+        return source_settings(raw, where)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _sdk_tables(sources: dict) -> dict:
+    """The declared columns of the tables the SDK sources land in, as [tables.NAME] would give them."""
+    from ingest.schema import declared_schema
+    from ingest.sources.sdk import sdk_sources
+
+    tables = {}
+    for name, source in sdk_sources().items():
+        for table, columns in source.declared_columns(sources[name]).items():
+            tables[table] = TableConfig(declared_schema(dict(columns)), False)
+    return tables
+
+
 def env_name(name: str) -> str:
     return "INGEST_" + name.upper()
 
@@ -303,6 +326,7 @@ def load(config_file: Path | None, cli_values: dict, environ=os.environ) -> Sett
             raise ConfigError(f"cannot read config file {config_file}: {exc}") from None
         values["tables"] = _table_configs(root.pop("tables", {}), config_file)
         values["auth"] = _tokens(root.pop("auth", {}), config_file, environ)
+        values["sources"] = _source_settings(root.pop("sources", {}), f"{config_file}: ")
         doc = root.get("serve", root)  # settings may sit at top level or under [serve]
         for key, value in doc.items():
             key = key.replace("-", "_")
@@ -316,6 +340,9 @@ def load(config_file: Path | None, cli_values: dict, environ=os.environ) -> Sett
         if value is not None:
             values[name] = _convert(name, value, flag_name(name))
     settings = Settings(**values)
+    if not settings.sources:
+        settings.sources = _source_settings({}, "")
+    settings.tables = {**_sdk_tables(settings.sources), **settings.tables}  # a table declared in the file wins
     if settings.webhook_secret_file is not None:
         if settings.webhook_secret:
             raise ConfigError("give the webhook secret once: INGEST_WEBHOOK_SECRET or webhook_secret_file, not both")

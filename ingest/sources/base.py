@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Awaitable, Callable
 
 from ingest.sources.auth import Tokens
+from ingest.sources.sdk import SourceSettings, source_settings
 
 if TYPE_CHECKING:
     from ingest.core.budget import MemoryBudget
@@ -34,6 +35,7 @@ class IntakeContext:
     # counts a refusal in /metrics by reason and token name (see Metrics.observe_refusal)
     observe_refusal: Callable[[str, str], None] = lambda reason, token="": None
     tokens: Tokens = field(default_factory=Tokens)  # who may call what; no tokens: no auth
+    sources: dict[str, SourceSettings] = field(default_factory=source_settings)  # SDK source -> tables, limits
 
     def refusal(self) -> str | None:
         """Why no request can be taken in right now (and should be retried
