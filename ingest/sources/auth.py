@@ -176,9 +176,14 @@ class Tokens:
     def identify(self, authorization: str | None) -> Token:
         """The token an Authorization header carries; Unauthenticated when it
         carries none, or one that is not configured."""
-        secret = presented_secret(authorization)
+        return self.by_secret(presented_secret(authorization))
+
+    def by_secret(self, secret: str | None, where: str = "Authorization: Bearer <secret>") -> Token:
+        """The token whose secret this is (an SDK may carry it in its body:
+        `where` says how to send it); Unauthenticated when there is none, or
+        it is not configured."""
         if not secret:
-            raise Unauthenticated("this server needs a token: send Authorization: Bearer <secret>")
+            raise Unauthenticated(f"this server needs a token: send {where}")
         digest = secret_digest(secret)
         token = self._by_digest.get(digest)
         if token is None or not hmac.compare_digest(token.digest, digest):

@@ -127,8 +127,10 @@ class IngestApi:
 
     def _ingest(self, request: Request, table: str, key: str | None, wait: str, timeout: float, callback,
                 decoded: formats.Decoded, digest: str | None):
+        if request.token is not None:  # what the body carried is taken from the token's quotas
+            request.token.charge(decoded.received, len(request.body))
         if key is None:
-            accepted = self._accept(table, request, decoded, callback, {})
+            accepted = self.accept(table, request, decoded, callback, {})
             waits, receipt = WAITS_FOR[wait], accepted.receipt
             if receipt is None or not waits:
                 return self._reply(202 if receipt is not None and not waits else accepted.status, accepted.body, receipt)
@@ -147,7 +149,7 @@ class IngestApi:
             return self._original_reply(entry)
         entry = keys.begin(key, table, digest)
         try:
-            accepted = self._accept(table, request, decoded, callback, {"key": key, "digest": digest, "table": table})
+            accepted = self.accept(table, request, decoded, callback, {"key": key, "digest": digest, "table": table})
         except BaseException:
             keys.forget(key)
             raise
@@ -242,11 +244,12 @@ class IngestApi:
         entry.reply.set_result(reply)
         return reply
 
-    def _accept(self, table: str, request: Request, decoded: formats.Decoded, callback, meta: dict) -> "Accepted":
-        """Logs and buffers the decoded body's good lines, keeps its bad ones."""
+    def accept(self, table: str, request: Request, decoded: formats.Decoded, callback, meta: dict) -> "Accepted":
+        """Logs and buffers the decoded body's good lines into `table` as one
+        record with its receipt and `meta` (an idempotency key's, when it
+        has one), and keeps its bad lines in the dead-letter store.
+        HttpError 503 when the log cannot take them: nothing was accepted."""
         errors, accepted = decoded.errors, decoded.accepted
-        if request.token is not None:  # what the body carried is taken from the token's quotas
-            request.token.charge(accepted + len(errors), len(request.body))
         pipeline = self._intake.pipeline(table)
         if decoded.batch is not None:
             decoded = self._conformed(pipeline, decoded, request, table)
@@ -279,7 +282,7 @@ class IngestApi:
                                 headers=RETRY_LATER) from None
         if errors and decoded.lines is not None:  # a columnar decoder keeps what it could not read itself
             pipeline.rejected_at_source([decoded.lines.line(i) for i, _ in errors], [reason for _, reason in errors],
-                                        f"http {request.peer} POST /v1/ingest/{table}")
+                                        f"http {request.peer} POST {request.path}")
         return Accepted(400 if accepted == 0 and errors else 200, document, reply or json_body(document), lsn, receipt)
 
     @staticmethod
