@@ -53,7 +53,8 @@ ID_FIELDS = {"message_id": "messageId", "user_id": "userId", "anonymous_id": "an
 class Row(NamedTuple):
     kind: str
     line: bytes  # the row as one JSON object
-    id: str  # messageId, or the digest of the message when it has none
+    # messageId; without one, the digest of the message and its place in the batch (a retry sends both again)
+    id: str
 
 
 class Refused(NamedTuple):
@@ -107,7 +108,7 @@ def rows(envelope: dict, messages: list, kind: str | None, received_at: datetime
             yield Refused(message_kind, text, f"{where} ({message_kind}): {exc}")
             continue
         yield Row(message_kind, json.dumps(row, separators=(",", ":"), ensure_ascii=False).encode(),
-                  row["message_id"] or hashlib.sha256(text).hexdigest())
+                  row["message_id"] or hashlib.sha256(b"%d:%b" % (number, text)).hexdigest())
 
 
 def _row(message: dict, kind: str, batch_sent_at, received_at: datetime, shared_context: dict) -> dict:
