@@ -280,8 +280,13 @@ def _sdk_tables(sources: dict) -> dict:
     from ingest.schema import declared_schema
     from ingest.sources.sdk import sdk_sources
 
-    tables = {}
+    tables, owners = {}, {}
     for name, source in sdk_sources().items():
+        for kind, table in sources[name].tables.items():
+            owner = owners.setdefault(table.lower(), f"[sources.{name}] tables.{kind}")
+            if owner != f"[sources.{name}] tables.{kind}":
+                raise ConfigError(f"{owner} and [sources.{name}] tables.{kind} both land in {table!r}; "
+                                  "give each its own table")
         for table, columns in source.declared_columns(sources[name]).items():
             tables[table] = TableConfig(declared_schema(dict(columns)), False)
     return tables
