@@ -107,7 +107,8 @@ class SdkIntake:
                 self._forget(key, entry, exc)
                 raise
             accepted += len(group)
-            waits.append(self._durable(key, entry, logged))
+            # a task: it settles the key even when a later table's share is refused and this request fails
+            waits.append(asyncio.ensure_future(self._durable(key, entry, logged)))
         await asyncio.gather(*waits)
         return Landed(accepted, len(messages) - accepted, len(rejected))
 
