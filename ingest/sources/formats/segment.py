@@ -47,6 +47,7 @@ SOURCE = SdkSource(
              for kind in KINDS},
     limits={"max_event_bytes": 32 << 10, "max_batch_bytes": 500 << 10},  # Segment's own limits
 )
+_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str).encode
 ID_FIELDS = {"message_id": "messageId", "user_id": "userId", "anonymous_id": "anonymousId"}
 
 
@@ -88,30 +89,53 @@ def rows(envelope: dict, messages: list, kind: str | None, received_at: datetime
          max_event_bytes: int) -> Iterator[Row | Refused]:
     """Each message as a row of its type's table, or refused with the reason."""
     shared_context = envelope.get("context") if kind is None and isinstance(envelope.get("context"), dict) else {}
+    batch = Batch(received_at, received_at.isoformat(), envelope.get("sentAt"), shared_context)
     for number, message in enumerate(messages, 1):
         where = f"message {number}" if kind is None else "the message"
         if not isinstance(message, dict):
-            yield Refused(None, json.dumps(message).encode(), f"{where}: not a JSON object")
+            yield Refused(None, _text(message), f"{where}: not a JSON object")
             continue
-        text = json.dumps(message, separators=(",", ":"), ensure_ascii=False, default=str).encode()
         message_kind = kind or message.get("type")
         if message_kind not in FIELDS:
-            yield Refused(None, text, f"{where}: type {message_kind!r} is not one of {', '.join(KINDS)}")
-            continue
-        if len(text) > max_event_bytes:
-            yield Refused(message_kind, text, f"{where}: {len(text)} bytes, over the limit of {max_event_bytes} "
-                                              "(max_event_bytes)")
+            yield Refused(None, _text(message), f"{where}: type {message_kind!r} is not one of {', '.join(KINDS)}")
             continue
         try:
-            row = _row(message, message_kind, envelope.get("sentAt"), received_at, shared_context)
+            line = _ENCODE(_row(message, message_kind, batch)).encode()
         except (ValueError, OverflowError) as exc:
-            yield Refused(message_kind, text, f"{where} ({message_kind}): {exc}")
+            yield Refused(message_kind, _text(message), f"{where} ({message_kind}): {exc}")
             continue
-        yield Row(message_kind, json.dumps(row, separators=(",", ":"), ensure_ascii=False).encode(),
-                  row["message_id"] or hashlib.sha256(b"%d:%b" % (number, text)).hexdigest())
+        if len(line) > max_event_bytes:  # its row: the message's fields, less its type and key
+            yield Refused(message_kind, _text(message), f"{where}: {len(line)} bytes, over the limit of "
+                                                        f"{max_event_bytes} (max_event_bytes)")
+            continue
+        message_id = message.get("messageId")
+        yield Row(message_kind, line, str(message_id) if message_id is not None else
+                  hashlib.sha256(b"%d:%b" % (number, line)).hexdigest())
 
 
-def _row(message: dict, kind: str, batch_sent_at, received_at: datetime, shared_context: dict) -> dict:
+UNPARSED = object()
+
+
+class Batch:
+    """What the messages of one request share: when it came, when the device sent it, its context."""
+
+    def __init__(self, received_at: datetime, received_text: str, sent_at, context: dict):
+        self.received_at = received_at
+        self.received_text = received_text
+        self.sent_text = sent_at
+        self._sent_at = None if sent_at is None else UNPARSED  # parsed when a message first needs it
+        self.context = context
+
+    def sent_at(self, value) -> datetime | None:
+        """The device's send time of a message: its own sentAt, else the batch's."""
+        if value is None:
+            if self._sent_at is UNPARSED:
+                self._sent_at = _instant(self.sent_text, "sentAt")
+            return self._sent_at
+        return _instant(value, "sentAt")
+
+
+def _row(message: dict, kind: str, batch: Batch) -> dict:
     own, needed = FIELDS[kind]
     row = {column: _identifier(message.get(field), field) for column, field in ID_FIELDS.items()}
     if kind != "alias" and row["user_id"] is None and row["anonymous_id"] is None:
@@ -125,16 +149,16 @@ def _row(message: dict, kind: str, batch_sent_at, received_at: datetime, shared_
         value = message.get(field)
         row[column] = _identifier(value, field) if kind_type == "string" else value
     original = _instant(message.get("timestamp"), "timestamp")
-    sent_at = _instant(message.get("sentAt", batch_sent_at), "sentAt")
-    timestamp = original if original is not None else received_at
+    sent_at = batch.sent_at(message.get("sentAt"))
+    timestamp = original if original is not None else batch.received_at
     if original is not None and sent_at is not None:  # the device's clock, corrected by how far off it was
-        timestamp = received_at - (sent_at - original)
+        timestamp = batch.received_at - (sent_at - original)
     context = message.get("context")
     if context is not None and not isinstance(context, dict):
         raise ValueError("context must be an object")
-    row.update(timestamp=_iso(timestamp), original_timestamp=_iso(original), sent_at=_iso(sent_at),
-               received_at=_iso(received_at), context={**shared_context, **(context or {})} or None,
-               integrations=message.get("integrations"))
+    row.update(timestamp=timestamp.isoformat(), original_timestamp=_iso(original), sent_at=_iso(sent_at),
+               received_at=batch.received_text, context={**batch.context, **context} if batch.context and context
+               else context or batch.context or None, integrations=message.get("integrations"))
     return row
 
 
@@ -160,6 +184,10 @@ def _instant(value, field: str) -> datetime | None:
 
 
 def _iso(instant: datetime | None) -> str | None:
-    if instant is None:
-        return None
-    return instant.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """ISO-8601 with its offset: the encoder normalises it to UTC."""
+    return None if instant is None else instant.isoformat()
+
+
+def _text(message) -> bytes:
+    """A refused message as it came, for the dead-letter store."""
+    return _ENCODE(message).encode()
