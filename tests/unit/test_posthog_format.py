@@ -86,3 +86,10 @@ def test_v1_events_get_back_what_the_sdk_moved_out_of_their_properties():
     line = json.loads(row.line)
     assert line["properties"] == {"$session_id": "s1", "$lib": "posthog-python", "$lib_version": "7.0.0"}
     assert line["session_id"] == "s1" and line["timestamp"] == "2026-01-02T03:04:05.000000Z"  # not corrected
+
+
+def test_identical_events_without_a_uuid_are_told_apart_by_their_place_in_the_batch():
+    twice = {"event": "tick", "distinct_id": "u1", "timestamp": "2026-01-02T03:04:05Z"}
+    rows = list(posthog.rows(posthog.Envelope({}, [twice, twice], False), NOW, 1 << 20))
+    again = list(posthog.rows(posthog.Envelope({}, [twice, twice], False), NOW, 1 << 20))
+    assert rows[0].id != rows[1].id and [row.id for row in rows] == [row.id for row in again]

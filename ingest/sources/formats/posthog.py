@@ -47,7 +47,7 @@ SOURCE = SdkSource(
     # PostHog's capture takes bodies up to 20 MB and events up to 1 MB
     limits={"max_event_bytes": 1 << 20, "max_batch_bytes": 20 << 20},
 )
-# the uuid of an event sent without one: derived from its content, so that a retry of it gets the same
+# the uuid of an event sent without one: from its content and place in the batch, which a retry sends again
 DERIVED_UUID_NAMESPACE = uuid.UUID("6f1f3c2e-8d0a-4a7e-9b61-2f5d9c4e7a10")
 FORM_TYPE = "application/x-www-form-urlencoded"
 GZIP_MAGIC = b"\x1f\x8b"
@@ -59,7 +59,7 @@ BASE64_STANDARD = bytes.maketrans(b"-_", b"+/")
 
 class Row(NamedTuple):
     line: bytes  # the row as one JSON object
-    id: str  # the uuid (derived from the event's content when it has none)
+    id: str  # the uuid (derived from the event and its place in the batch when it has none)
     uuid: str | None  # the uuid as the event sent it: the key of its v1 result
 
 
@@ -184,7 +184,7 @@ def rows(envelope: Envelope, received_at: datetime, max_event_bytes: int, sent_a
                           sent_uuid)
             continue
         try:
-            row = _row(event, text, event.get("sent_at", batch_sent_at), received_at, sdk_info)
+            row = _row(event, b"%d:%b" % (number, text), event.get("sent_at", batch_sent_at), received_at, sdk_info)
         except ValueError as exc:
             yield Refused(text, f"{where}: {exc}", sent_uuid)
             continue
@@ -202,7 +202,7 @@ def _compact(value) -> bytes:
         return json.dumps(value, separators=(",", ":"), default=str).encode()
 
 
-def _row(event: dict, text: bytes, sent_at_value, received_at: datetime, sdk_info: str | None) -> dict:
+def _row(event: dict, placed: bytes, sent_at_value, received_at: datetime, sdk_info: str | None) -> dict:
     name = event.get("event")
     if not isinstance(name, str) or not name:
         raise ValueError("needs event, the event's name (a string)")
@@ -236,7 +236,7 @@ def _row(event: dict, text: bytes, sent_at_value, received_at: datetime, sdk_inf
         timestamp = received_at - timedelta(milliseconds=offset)
     session_id = properties.get("$session_id")
     return {
-        "uuid": _uuid(event.get("uuid"), text),
+        "uuid": _uuid(event.get("uuid"), placed),
         "event": name,
         "distinct_id": distinct_id,
         "timestamp": _iso(timestamp or received_at),
@@ -264,9 +264,9 @@ def _v1_properties(event: dict, properties: dict, sdk_info: str | None) -> dict:
     return {**properties, **restored} if restored else properties
 
 
-def _uuid(value, text: bytes) -> str:
+def _uuid(value, placed: bytes) -> str:
     if value is None:
-        return str(uuid.uuid5(DERIVED_UUID_NAMESPACE, hashlib.sha256(text).hexdigest()))
+        return str(uuid.uuid5(DERIVED_UUID_NAMESPACE, hashlib.sha256(placed).hexdigest()))
     if not isinstance(value, str):
         raise ValueError(f"uuid must be a string, not {json.dumps(value)[:40]}")
     try:
