@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+import zlib
 
 import pytest
 
@@ -57,3 +58,20 @@ def test_gzip_members_back_to_back_are_one_body_within_the_room_given():
     assert decompressor(None) is None and decompressor("identity") is None
     with pytest.raises(UnsupportedEncoding):
         decompressor("br")
+
+
+def test_deflate_is_the_zlib_format_in_pieces_within_the_room_given():
+    body = zlib.compress(b"abcdef" * 10)  # what the PostHog SDKs send as Content-Encoding: deflate
+    inflate = decompressor("deflate")
+    assert b"".join(inflate.feed(body[i:i + 3], 1000) for i in range(0, len(body), 3)) == b"abcdef" * 10
+    inflate.finish()
+    with pytest.raises(OverflowError):
+        decompressor("deflate").feed(body, 10)
+    truncated = decompressor("deflate")
+    truncated.feed(body[:5], 100)
+    with pytest.raises(CorruptBody, match="^invalid deflate body: truncated stream$"):
+        truncated.finish()
+    with pytest.raises(CorruptBody, match="trailing bytes"):
+        decompressor("deflate").feed(body + b"junk", 1000)
+    with pytest.raises(CorruptBody, match="^invalid deflate body"):
+        decompressor("deflate").feed(b"not zlib at all", 1000)

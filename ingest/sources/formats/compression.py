@@ -49,14 +49,45 @@ class GzipBody:
             raise CorruptBody("invalid gzip body: truncated stream")
 
 
-DECOMPRESSORS = {"gzip": GzipBody, "x-gzip": GzipBody}  # Content-Encoding -> its streaming decompressor
+class DeflateBody:
+    """Inflates a `Content-Encoding: deflate` body piece by piece: the zlib
+    format (RFC 1950) that HTTP's "deflate" names and the SDKs send."""
+
+    def __init__(self):
+        self._inflate = zlib.decompressobj(wbits=zlib.MAX_WBITS)
+
+    def feed(self, chunk: bytes, room: int) -> bytes:
+        """The inflated bytes of `chunk`; OverflowError once they would exceed `room`."""
+        if not chunk:
+            return b""
+        if room <= 0:
+            raise OverflowError
+        try:
+            if self._inflate.eof:
+                raise zlib.error("trailing bytes after the deflate stream")
+            piece = self._inflate.decompress(chunk, room)
+        except zlib.error as exc:
+            raise CorruptBody(f"invalid deflate body: {exc}") from None
+        if self._inflate.unconsumed_tail:
+            raise OverflowError
+        if self._inflate.unused_data:
+            raise CorruptBody("invalid deflate body: trailing bytes after the deflate stream")
+        return piece
+
+    def finish(self) -> None:
+        if not self._inflate.eof:
+            raise CorruptBody("invalid deflate body: truncated stream")
 
 
-def decompressor(content_encoding: str | None) -> GzipBody | None:
+# Content-Encoding -> its streaming decompressor
+DECOMPRESSORS = {"gzip": GzipBody, "x-gzip": GzipBody, "deflate": DeflateBody}
+
+
+def decompressor(content_encoding: str | None) -> GzipBody | DeflateBody | None:
     """The decompressor for a Content-Encoding header; None for identity."""
     encoding = (content_encoding or "identity").strip().lower()
     if encoding in IDENTITY:
         return None
     if encoding not in DECOMPRESSORS:
-        raise UnsupportedEncoding(f"unsupported Content-Encoding {encoding!r}; send gzip or identity")
+        raise UnsupportedEncoding(f"unsupported Content-Encoding {encoding!r}; send gzip, deflate or identity")
     return DECOMPRESSORS[encoding]()
