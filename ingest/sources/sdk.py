@@ -24,6 +24,7 @@ from ingest.protocol import table_name_problem
 # the modules that each define SOURCE, an SdkSource; imported when the settings are read
 SOURCE_MODULES = (
     "ingest.sources.formats.segment",
+    "ingest.sources.formats.otlp",
 )
 
 
