@@ -33,6 +33,7 @@ MEDIA_TYPES = (PROTOBUF_TYPE, JSON_TYPE)
 TRACE_ID_BYTES, SPAN_ID_BYTES = 16, 8
 SPAN_KINDS = ("Unspecified", "Internal", "Server", "Client", "Producer", "Consumer")  # as ClickHouse's exporter names them
 STATUS_CODES = ("Unset", "Ok", "Error")
+NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}  # as protobuf's JSON mapping writes them
 
 LOG_COLUMNS = {
     "Timestamp": "timestamp",
@@ -311,7 +312,7 @@ def any_value(value):
         return value.bool_value
     if kind == "double_value":
         number = value.double_value
-        return number if math.isfinite(number) else str(number)  # JSON has no NaN or Infinity
+        return number if math.isfinite(number) else NON_FINITE[str(number)]  # JSON has no NaN or Infinity
     if kind == "array_value":
         return [any_value(item) for item in value.array_value.values]
     if kind == "kvlist_value":
