@@ -9,6 +9,8 @@ import gzip
 import json
 import logging
 
+import pytest
+
 from conftest import poll
 from google.protobuf import json_format
 from google.rpc import status_pb2
@@ -126,10 +128,11 @@ def test_the_sdks_logs_and_spans_land_as_clickhouse_lays_them_out(start_server):
     assert server.stop() == 0
 
 
-def test_gzip_compressed_exports_land(start_server):
+@pytest.mark.parametrize("compression", [Compression.Gzip, Compression.Deflate])
+def test_compressed_exports_land(start_server, compression):
     server = start_server("--flush-interval", 20)
-    tracer_provider, logger_provider = providers(server.http_port, "zipped", compression=Compression.Gzip)
-    emit(tracer_provider, logger_provider, "otlp-test-gzip")
+    tracer_provider, logger_provider = providers(server.http_port, "zipped", compression=compression)
+    emit(tracer_provider, logger_provider, f"otlp-test-{compression.value}")
     wait_rows(server, "otel_traces", 2)
     wait_rows(server, "otel_logs", 1)
     assert server.query("SELECT DISTINCT ServiceName FROM otel_traces").to_pylist() == [{"ServiceName": "zipped"}]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+import zlib
 
 import pytest
 
@@ -57,3 +58,20 @@ def test_gzip_members_back_to_back_are_one_body_within_the_room_given():
     assert decompressor(None) is None and decompressor("identity") is None
     with pytest.raises(UnsupportedEncoding):
         decompressor("br")
+
+
+def test_deflate_bodies_are_the_zlib_format_within_the_room_given():
+    body = zlib.compress(b"abc" * 10)
+    inflate = decompressor("Deflate")
+    assert inflate.feed(body[:4], 100) + inflate.feed(body[4:], 100) == b"abc" * 10
+    inflate.finish()
+    with pytest.raises(OverflowError):
+        decompressor("deflate").feed(zlib.compress(b"x" * 100), 10)
+    truncated = decompressor("deflate")
+    truncated.feed(body[:5], 100)
+    with pytest.raises(CorruptBody, match="^invalid deflate body: truncated stream$"):
+        truncated.finish()
+    with pytest.raises(CorruptBody, match="^invalid deflate body: trailing bytes"):
+        decompressor("deflate").feed(body + b"junk", 100)
+    with pytest.raises(CorruptBody, match="^invalid deflate body"):
+        decompressor("deflate").feed(b"not zlib", 100)

@@ -276,7 +276,7 @@ def test_gzip_bodies_reach_the_handler_inflated_and_bad_ones_are_400():
         assert inflated.json()["body"] == "one two"
         assert corrupt.status == 400 and corrupt.json()["error"].startswith("invalid gzip body")
         assert unsupported.status == 415
-        assert unsupported.json() == {"error": "unsupported Content-Encoding 'br'; send gzip or identity"}
+        assert unsupported.json() == {"error": "unsupported Content-Encoding 'br'; send gzip, deflate or identity"}
     run(scenario)
 
 

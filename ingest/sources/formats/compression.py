@@ -49,14 +49,42 @@ class GzipBody:
             raise CorruptBody("invalid gzip body: truncated stream")
 
 
-DECOMPRESSORS = {"gzip": GzipBody, "x-gzip": GzipBody}  # Content-Encoding -> its streaming decompressor
+class DeflateBody:
+    """Inflates a deflate body (the zlib format, RFC 9110's "deflate"; what
+    the OpenTelemetry exporters send under compression=deflate) piece by piece."""
+
+    def __init__(self):
+        self._inflate = zlib.decompressobj(wbits=zlib.MAX_WBITS)
+
+    def feed(self, chunk: bytes, room: int) -> bytes:
+        """The inflated bytes of `chunk`; OverflowError once they would exceed `room`."""
+        try:
+            if chunk and self._inflate.eof:
+                raise zlib.error("trailing bytes after the deflate stream")
+            if room <= 0 and chunk:
+                raise OverflowError
+            piece = self._inflate.decompress(chunk, room)
+            if self._inflate.unconsumed_tail:
+                raise OverflowError
+            if self._inflate.unused_data:
+                raise zlib.error("trailing bytes after the deflate stream")
+        except zlib.error as exc:
+            raise CorruptBody(f"invalid deflate body: {exc}") from None
+        return piece
+
+    def finish(self) -> None:
+        if not self._inflate.eof:
+            raise CorruptBody("invalid deflate body: truncated stream")
 
 
-def decompressor(content_encoding: str | None) -> GzipBody | None:
+DECOMPRESSORS = {"gzip": GzipBody, "x-gzip": GzipBody, "deflate": DeflateBody}  # Content-Encoding -> its streaming decompressor
+
+
+def decompressor(content_encoding: str | None) -> GzipBody | DeflateBody | None:
     """The decompressor for a Content-Encoding header; None for identity."""
     encoding = (content_encoding or "identity").strip().lower()
     if encoding in IDENTITY:
         return None
     if encoding not in DECOMPRESSORS:
-        raise UnsupportedEncoding(f"unsupported Content-Encoding {encoding!r}; send gzip or identity")
+        raise UnsupportedEncoding(f"unsupported Content-Encoding {encoding!r}; send gzip, deflate or identity")
     return DECOMPRESSORS[encoding]()
