@@ -15,12 +15,16 @@ from conftest import poll
 from google.protobuf import json_format
 from google.rpc import status_pb2
 from opentelemetry.exporter.otlp.proto.http import Compression
+from opentelemetry.metrics import Observation
 from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExportResult
@@ -102,7 +106,8 @@ def test_the_sdks_logs_and_spans_land_as_clickhouse_lays_them_out(start_server):
     trace_id = f"{child.get_span_context().trace_id:032x}"
     assert spans["charge card"]["TraceId"] == spans["checkout"]["TraceId"] == trace_id
     assert spans["charge card"]["SpanId"] == f"{child.get_span_context().span_id:016x}"
-    assert spans["charge card"]["ParentSpanId"] == spans["checkout"]["SpanId"] == f"{parent.get_span_context().span_id:016x}"
+    parent_id = f"{parent.get_span_context().span_id:016x}"
+    assert spans["charge card"]["ParentSpanId"] == spans["checkout"]["SpanId"] == parent_id
     assert spans["checkout"]["ParentSpanId"] == ""
     assert spans["checkout"]["ServiceName"] == "checkout" and spans["checkout"]["SpanKind"] == "Internal"
     assert spans["checkout"]["ScopeName"] == "checkout-lib" and spans["checkout"]["ScopeVersion"] == "1.2.3"
@@ -198,12 +203,14 @@ def test_a_body_that_cannot_be_read_is_a_400_status_and_the_server_goes_on(start
     assert refusal.code == 3 and "protobuf" in refusal.message
     status, _, payload = server.http("POST", "/v1/traces", b'{"resourceSpans": 7}', JSON)
     assert status == 400 and json.loads(payload)["code"] == 3
-    status, _, payload = server.http("POST", "/v1/traces", b"\x1f\x8b not gzip", {**PROTOBUF, "Content-Encoding": "gzip"})
+    status, _, payload = server.http("POST", "/v1/traces", b"\x1f\x8b not gzip",
+                                     {**PROTOBUF, "Content-Encoding": "gzip"})
     assert status == 400
     status, _, payload = server.http("POST", "/v1/logs", b"x", {"Content-Type": "text/plain"})
     assert status == 415
     request = logs_service_pb2.ExportLogsServiceRequest()
-    request.resource_logs.add().scope_logs.add().log_records.add(time_unix_nano=1, severity_text="INFO").body.string_value = "fine"
+    record = request.resource_logs.add().scope_logs.add().log_records.add(time_unix_nano=1, severity_text="INFO")
+    record.body.string_value = "fine"
     status, headers, payload = server.http("POST", "/v1/logs", gzip.compress(request.SerializeToString()),
                                            {**PROTOBUF, "Content-Encoding": "gzip"})
     assert status == 200 and headers["Content-Type"] == "application/x-protobuf"
@@ -232,7 +239,8 @@ def test_tokens_guard_otlp_intake(start_server, tmp_path):
     spans = captured_spans()
     assert OTLPSpanExporter(endpoint=endpoint).export(spans) == SpanExportResult.FAILURE
     assert server.http("POST", "/v1/traces", b"", PROTOBUF)[0] == 401
-    status, _, payload = server.http("POST", "/v1/traces", b"", {**PROTOBUF, "Authorization": f"Bearer {OTHER_WRITER}"})
+    status, _, payload = server.http("POST", "/v1/traces", b"",
+                                     {**PROTOBUF, "Authorization": f"Bearer {OTHER_WRITER}"})
     assert status == 403 and "otel_traces" in status_pb2.Status.FromString(payload).message
     exporter = OTLPSpanExporter(endpoint=endpoint, headers={"Authorization": f"Bearer {WRITER}"})
     assert exporter.export(spans) == SpanExportResult.SUCCESS
@@ -267,4 +275,32 @@ def test_an_answered_export_survives_a_kill_9(start_server, tmp_path):
     wait_rows(server, "otel_traces", 2)
     wait_rows(server, "otel_logs", 1)
     assert (count(server, "otel_traces"), count(server, "otel_logs")) == (2, 1)
+    assert server.stop() == 0
+
+
+def test_the_sdks_metrics_land_one_row_per_data_point_by_type(start_server):
+    server = start_server("--flush-interval", 20)
+    exporter = OTLPMetricExporter(endpoint=f"http://127.0.0.1:{server.http_port}/v1/metrics")
+    reader = PeriodicExportingMetricReader(exporter, export_interval_millis=3_600_000)  # exported on force_flush only
+    provider = MeterProvider(resource=Resource.create({"service.name": "metered"}), metric_readers=[reader])
+    meter = provider.get_meter("shop", "0.1")
+    orders = meter.create_counter("orders", unit="1", description="orders placed")
+    orders.add(2, {"region": "eu"})
+    orders.add(3, {"region": "eu"})
+    meter.create_histogram("latency", unit="ms").record(12.5)
+    meter.create_observable_gauge("queue.depth", callbacks=[lambda options: [Observation(7, {"queue": "a"})]])
+    assert provider.force_flush()
+    for table in ("otel_metrics_sum", "otel_metrics_histogram", "otel_metrics_gauge"):
+        wait_rows(server, table, 1)
+    [total] = server.query("SELECT * FROM otel_metrics_sum").to_pylist()
+    assert (total["MetricName"], total["Value"], total["IsMonotonic"]) == ("orders", 5.0, True)
+    assert total["ServiceName"] == "metered"
+    assert json.loads(total["Attributes"]) == {"region": "eu"} and total["AggregationTemporality"] == 2  # cumulative
+    assert total["ScopeName"] == "shop" and total["MetricDescription"] == "orders placed"
+    [latency] = server.query("SELECT * FROM otel_metrics_histogram").to_pylist()
+    assert (latency["Count"], latency["Sum"], latency["Min"], latency["Max"]) == (1, 12.5, 12.5, 12.5)
+    assert sum(latency["BucketCounts"]) == 1 and len(latency["BucketCounts"]) == len(latency["ExplicitBounds"]) + 1
+    [depth] = server.query("SELECT MetricName, Value, Attributes FROM otel_metrics_gauge").to_pylist()
+    assert depth == {"MetricName": "queue.depth", "Value": 7.0, "Attributes": '{"queue":"a"}'}
+    provider.shutdown()
     assert server.stop() == 0

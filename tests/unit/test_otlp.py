@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import json
 
+from google.protobuf import json_format
 from google.rpc import status_pb2
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.common.v1 import common_pb2
 
 from ingest.core.budget import MemoryBudget
@@ -92,7 +94,8 @@ def test_a_record_with_a_bad_id_is_a_partial_success_kept_for_the_dead_letter_st
     reply = post(otlp_api(tmp_path, pipeline), "logs", PROTOBUF, logs_body(bytes(range(16)), b"abc"))
     assert reply.status == 200 and reply.content_type == PROTOBUF
     answer = logs_service_pb2.ExportLogsServiceResponse.FromString(reply.body)
-    assert answer.partial_success.rejected_log_records == 1 and "traceId has 3 bytes" in answer.partial_success.error_message
+    assert answer.partial_success.rejected_log_records == 1
+    assert "traceId has 3 bytes" in answer.partial_success.error_message
     (_, rows), (_, lines, errors) = pipeline.calls
     assert [row["TraceId"] for row in rows] == [bytes(range(16)).hex()]
     assert rows[0]["Timestamp"].microsecond == 123456
@@ -102,7 +105,8 @@ def test_a_record_with_a_bad_id_is_a_partial_success_kept_for_the_dead_letter_st
 def test_otlp_json_ids_must_be_hex(tmp_path):
     body = b'{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"traceId":"not hex"}]}]}]}'
     reply = post(otlp_api(tmp_path, RecordingPipeline()), "logs", "application/json", body)
-    assert reply.status == 400 and json.loads(reply.body)["code"] == 3 and "not hex" in json.loads(reply.body)["message"]
+    refusal = json.loads(reply.body)
+    assert reply.status == 400 and refusal["code"] == 3 and "not hex" in refusal["message"]
 
 
 def test_a_bad_protobuf_body_is_a_400_status_in_protobuf(tmp_path):
@@ -117,3 +121,19 @@ def test_overload_answers_are_what_the_exporter_retries_after_retry_after(tmp_pa
     assert _is_retryable(reply.status) and dict(reply.headers)["Retry-After"]
     assert status_pb2.Status.FromString(reply.body).code == 14
     assert not _is_retryable(post(otlp_api(tmp_path, RecordingPipeline()), "logs", PROTOBUF, b"\xff").status)
+
+
+def test_metric_types_with_no_table_yet_are_a_partial_success_per_data_point(tmp_path):
+    request = metrics_service_pb2.ExportMetricsServiceRequest()
+    metrics = request.resource_metrics.add().scope_metrics.add().metrics
+    summary = metrics.add(name="rpc.duration").summary.data_points
+    summary.add(time_unix_nano=1, count=3)
+    summary.add(time_unix_nano=2, count=4)
+    metrics.add(name="up").gauge.data_points.add(time_unix_nano=1, as_int=1)
+    pipeline = RecordingPipeline()
+    reply = post(otlp_api(tmp_path, pipeline), "metrics", "application/json",
+                 json_format.MessageToJson(request).encode())
+    assert reply.status == 200 and json.loads(reply.body)["partialSuccess"]["rejectedDataPoints"] == "2"
+    (_, rows), (_, lines, errors) = pipeline.calls
+    assert [(row["MetricName"], row["Value"]) for row in rows] == [("up", 1.0)]
+    assert len(lines) == 2 and "summary data is not stored" in errors[0]

@@ -1,7 +1,9 @@
-"""OTLP/HTTP bodies (OpenTelemetry logs and traces): an Export*ServiceRequest,
-protobuf (application/x-protobuf) or OTLP/JSON (application/json), turned
-into one Arrow batch per table, its rows laid out as ClickHouse's
-OpenTelemetry exporter lays them out (otel_logs, otel_traces).
+"""OTLP/HTTP bodies (OpenTelemetry logs, traces and metrics): an
+Export*ServiceRequest, protobuf (application/x-protobuf) or OTLP/JSON
+(application/json), turned into one Arrow batch per table, its rows laid out
+as ClickHouse's OpenTelemetry exporter lays them out (otel_logs, otel_traces,
+otel_metrics_gauge, otel_metrics_sum, otel_metrics_histogram; exponential
+histograms and summaries are refused as a partial success for now).
 
 Attribute maps are JSON objects (AnyValue as natural JSON; bytes as base64),
 ids lowercase hex, timestamps µs UTC, Duration in nanoseconds. A record that
@@ -31,7 +33,8 @@ JSON_TYPE = "application/json"
 MEDIA_TYPES = (PROTOBUF_TYPE, JSON_TYPE)
 
 TRACE_ID_BYTES, SPAN_ID_BYTES = 16, 8
-SPAN_KINDS = ("Unspecified", "Internal", "Server", "Client", "Producer", "Consumer")  # as ClickHouse's exporter names them
+# as ClickHouse's exporter names them
+SPAN_KINDS = ("Unspecified", "Internal", "Server", "Client", "Producer", "Consumer")
 STATUS_CODES = ("Unset", "Ok", "Error")
 NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}  # as protobuf's JSON mapping writes them
 
@@ -72,12 +75,41 @@ SPAN_COLUMNS = {
     "Links": "json",
 }
 
-SOURCE = SdkSource("otlp", {"logs": "otel_logs", "traces": "otel_traces"},
-                   {"logs": LOG_COLUMNS, "traces": SPAN_COLUMNS})
+METRIC_COLUMNS = {  # what every metric table holds, one row per data point
+    "ResourceAttributes": "json",
+    "ResourceSchemaUrl": "string",
+    "ScopeName": "string",
+    "ScopeVersion": "string",
+    "ScopeAttributes": "json",
+    "ScopeSchemaUrl": "string",
+    "ServiceName": "string",
+    "MetricName": "string",
+    "MetricDescription": "string",
+    "MetricUnit": "string",
+    "Attributes": "json",
+    "StartTimeUnix": "timestamp",
+    "TimeUnix": "timestamp",
+    "Flags": "int64",
+    "Exemplars": "json",
+}
+GAUGE_COLUMNS = {**METRIC_COLUMNS, "Value": "float64"}
+SUM_COLUMNS = {**GAUGE_COLUMNS, "AggregationTemporality": "int64", "IsMonotonic": "bool"}
+HISTOGRAM_COLUMNS = {**METRIC_COLUMNS, "Count": "int64", "Sum": "float64", "BucketCounts": "list<int64>",
+                     "ExplicitBounds": "list<float64>", "Min": "float64", "Max": "float64",
+                     "AggregationTemporality": "int64"}
+METRIC_KINDS = {"gauge": ("metrics_gauge", GAUGE_COLUMNS), "sum": ("metrics_sum", SUM_COLUMNS),
+                "histogram": ("metrics_histogram", HISTOGRAM_COLUMNS)}  # Metric.data -> (kind, its columns)
+SIGNAL_KINDS = {"logs": ("logs",), "traces": ("traces",), "metrics": tuple(kind for kind, _ in METRIC_KINDS.values())}
+
+SOURCE = SdkSource("otlp", {"logs": "otel_logs", "traces": "otel_traces", "metrics_gauge": "otel_metrics_gauge",
+                            "metrics_sum": "otel_metrics_sum", "metrics_histogram": "otel_metrics_histogram"},
+                   {"logs": LOG_COLUMNS, "traces": SPAN_COLUMNS, "metrics_gauge": GAUGE_COLUMNS,
+                    "metrics_sum": SUM_COLUMNS, "metrics_histogram": HISTOGRAM_COLUMNS})
 
 # the Arrow type each declared type string is built as here; conform() then applies the table's declaration
 ARROW_TYPES = {"timestamp": pa.timestamp("us", tz="UTC"), "string": pa.string(), "json": pa.string(),
-               "int64": pa.int64()}
+               "int64": pa.int64(), "float64": pa.float64(), "bool": pa.bool_(),
+               "list<int64>": pa.list_(pa.int64()), "list<float64>": pa.list_(pa.float64())}
 
 
 @dataclass
@@ -85,7 +117,7 @@ class Converted:
     """An OTLP request as rows: kind ("logs", "traces") -> its batch, and the
     records that could not be rows."""
 
-    signal: str  # "logs" or "traces"
+    signal: str  # "logs", "traces" or "metrics"
     batches: dict[str, pa.RecordBatch] = field(default_factory=dict)
     rejected: dict[str, list[tuple[bytes, str]]] = field(default_factory=dict)  # kind -> (record as JSON, reason)
 
@@ -104,12 +136,16 @@ def messages() -> SimpleNamespace:
     from google.protobuf import json_format
     from google.protobuf.message import DecodeError
     from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+    from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
     from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
     return SimpleNamespace(
         json_format=json_format, DecodeError=DecodeError,
-        requests={"logs": logs_service_pb2.ExportLogsServiceRequest, "traces": trace_service_pb2.ExportTraceServiceRequest},
+        requests={"logs": logs_service_pb2.ExportLogsServiceRequest,
+                  "traces": trace_service_pb2.ExportTraceServiceRequest,
+                  "metrics": metrics_service_pb2.ExportMetricsServiceRequest},
         responses={"logs": logs_service_pb2.ExportLogsServiceResponse,
-                   "traces": trace_service_pb2.ExportTraceServiceResponse})
+                   "traces": trace_service_pb2.ExportTraceServiceResponse,
+                   "metrics": metrics_service_pb2.ExportMetricsServiceResponse})
 
 
 def media_type(content_type: str | None) -> str:
@@ -143,6 +179,15 @@ def parse_request(signal: str, media: str, body: bytes):
 def _ids_hex_to_base64(signal: str, document: dict) -> None:
     """OTLP/JSON writes trace and span ids as hex, where protobuf's JSON
     mapping reads bytes as base64: rewritten in place before parsing."""
+    if signal == "metrics":
+        for resource in _items(document, "resourceMetrics"):
+            for scope in _items(resource, "scopeMetrics"):
+                for metric in _items(scope, "metrics"):
+                    for data in metric.values() if isinstance(metric, dict) else ():
+                        for point in _items(data, "dataPoints"):
+                            for exemplar in _items(point, "exemplars"):
+                                _rewrite_ids(exemplar)
+        return
     resources, scopes, records = (("resourceLogs", "scopeLogs", "logRecords") if signal == "logs"
                                   else ("resourceSpans", "scopeSpans", "spans"))
     for resource in _items(document, resources):
@@ -171,10 +216,10 @@ def _rewrite_ids(record) -> None:
 
 
 def decode(signal: str, content_type: str | None, body: bytes) -> Converted:
-    """An OTLP/HTTP body of `signal` ("logs" or "traces") as rows; InvalidBody
-    when it cannot be read at all."""
+    """An OTLP/HTTP body of `signal` ("logs", "traces" or "metrics") as rows;
+    InvalidBody when it cannot be read at all."""
     request = parse_request(signal, media_type(content_type), body)
-    return convert_logs(request) if signal == "logs" else convert_spans(request)
+    return CONVERTERS[signal](request)
 
 
 # ---------------------------------------------------------------------------
@@ -261,6 +306,77 @@ def convert_spans(request) -> Converted:
     if rejected:
         converted.rejected["traces"] = rejected
     return converted
+
+
+def convert_metrics(request) -> Converted:
+    """One row per data point, in the table of its metric's type."""
+    tables = {kind: {name: [] for name in columns} for kind, columns in METRIC_KINDS.values()}
+    rejected = []
+    for resource_metrics in request.resource_metrics:
+        resource_attributes = attributes(resource_metrics.resource.attributes)
+        service = resource_attributes.get("service.name")
+        shared = {"ResourceAttributes": json_text(resource_attributes),
+                  "ResourceSchemaUrl": resource_metrics.schema_url,
+                  "ServiceName": service if isinstance(service, str) else ""}
+        for scope_metrics in resource_metrics.scope_metrics:
+            scope = scope_metrics.scope
+            in_scope = {**shared, "ScopeName": scope.name, "ScopeVersion": scope.version,
+                        "ScopeAttributes": json_text(attributes(scope.attributes)),
+                        "ScopeSchemaUrl": scope_metrics.schema_url}
+            for metric in scope_metrics.metrics:
+                data_type = metric.WhichOneof("data")
+                if data_type not in METRIC_KINDS:
+                    reason = f"metric {metric.name!r}: {data_type or 'no'} data is not stored (yet)"
+                    if data_type is None:
+                        rejected.append((_record_json(metric), reason))
+                    else:  # one per data point: partial_success counts data points
+                        points = getattr(metric, data_type).data_points
+                        rejected.extend((_record_json(point), reason) for point in points)
+                    continue
+                kind, _ = METRIC_KINDS[data_type]
+                columns, data = tables[kind], getattr(metric, data_type)
+                described = {**in_scope, "MetricName": metric.name, "MetricDescription": metric.description,
+                             "MetricUnit": metric.unit}
+                for point in data.data_points:
+                    row = {**described, "Attributes": json_text(attributes(point.attributes)),
+                           "StartTimeUnix": point.start_time_unix_nano // 1000 or None,
+                           "TimeUnix": point.time_unix_nano // 1000, "Flags": point.flags,
+                           "Exemplars": json_text([_exemplar(e) for e in point.exemplars])}
+                    if data_type == "histogram":
+                        row.update(Count=point.count, Sum=point.sum if point.HasField("sum") else None,
+                                   BucketCounts=list(point.bucket_counts), ExplicitBounds=list(point.explicit_bounds),
+                                   Min=point.min if point.HasField("min") else None,
+                                   Max=point.max if point.HasField("max") else None,
+                                   AggregationTemporality=int(data.aggregation_temporality))
+                    else:
+                        row["Value"] = _number(point)
+                        if data_type == "sum":
+                            row.update(AggregationTemporality=int(data.aggregation_temporality),
+                                       IsMonotonic=data.is_monotonic)
+                    for name, value in row.items():
+                        columns[name].append(value)
+    converted = Converted("metrics")
+    for kind, columns_of_kind in METRIC_KINDS.values():
+        if tables[kind]["TimeUnix"]:
+            converted.batches[kind] = _batch(tables[kind], columns_of_kind)
+    if rejected:
+        converted.rejected["metrics_gauge"] = rejected  # kept beside the gauges: no table of their own yet
+    return converted
+
+
+def _number(point) -> float | None:
+    """A NumberDataPoint's or Exemplar's value as a double (ClickHouse's exporter stores Float64 too)."""
+    which = point.WhichOneof("value")
+    return None if which is None else float(getattr(point, which))
+
+
+def _exemplar(exemplar) -> dict:
+    return {"FilteredAttributes": attributes(exemplar.filtered_attributes),
+            "TimeUnix": iso_nanos(exemplar.time_unix_nano),
+            "Value": _number(exemplar), "SpanId": exemplar.span_id.hex(), "TraceId": exemplar.trace_id.hex()}
+
+
+CONVERTERS = {"logs": convert_logs, "traces": convert_spans, "metrics": convert_metrics}
 
 
 def _id_problem(trace_id: bytes, span_id: bytes) -> str | None:

@@ -1,9 +1,9 @@
-"""POST /v1/logs and /v1/traces: OTLP/HTTP, so that an unmodified
+"""POST /v1/logs, /v1/traces and /v1/metrics: OTLP/HTTP, so that an unmodified
 OpenTelemetry SDK or Collector exports here by pointing its endpoint at
 this server.
 
-Each signal lands in the table [sources.otlp] names for it (otel_logs,
-otel_traces). The answer follows the OTLP/HTTP spec: 200 with an
+Each signal lands in the tables [sources.otlp] names for it (otel_logs,
+otel_traces, otel_metrics_{gauge,sum,histogram}). The answer follows the OTLP/HTTP spec: 200 with an
 Export*ServiceResponse in the request's encoding once the rows are durable
 in the write-ahead log, its partial_success counting records that could not
 be rows (kept in the dead-letter store); 400 with a google.rpc.Status for a
@@ -26,11 +26,11 @@ from ingest.sources.http.router import Request, Route
 
 log = logging.getLogger("ingest.http")
 
-SIGNALS = ("logs", "traces")  # /v1/{signal}, and the SdkSource kind it lands as
+SIGNALS = tuple(otlp.SIGNAL_KINDS)  # /v1/{signal}
 OFF_LOOP_BYTES = 64 << 10  # a body this large is decoded in the parse pool, beside the loop
 # google.rpc.Code values the spec's Status bodies carry
 INVALID_ARGUMENT, PERMISSION_DENIED, UNAVAILABLE = 3, 7, 14
-REJECTED_FIELD = {"logs": "rejected_log_records", "traces": "rejected_spans"}
+REJECTED_FIELD = {"logs": "rejected_log_records", "traces": "rejected_spans", "metrics": "rejected_data_points"}
 
 
 def routes(intake: IntakeContext) -> list[Route]:
@@ -55,12 +55,13 @@ class OtlpApi:
         if media not in otlp.MEDIA_TYPES:
             return status_reply(415, INVALID_ARGUMENT, f"unsupported Content-Type {media!r}; OTLP/HTTP is "
                                 f"{otlp.PROTOBUF_TYPE} or {otlp.JSON_TYPE}", otlp.JSON_TYPE)
-        table = self._intake.sources["otlp"].tables[signal]
-        if request.token is not None:
-            forbidden = request.token.forbids(("write",), table, f"send OTLP {signal}")
-            if forbidden is not None:
-                self._intake.observe_refusal("forbidden", request.token.name)
-                return status_reply(403, PERMISSION_DENIED, forbidden, media)
+        if request.token is not None:  # every table the signal may land in: the token must be allowed them all
+            tables = self._intake.sources["otlp"].tables
+            for kind in otlp.SIGNAL_KINDS[signal]:
+                forbidden = request.token.forbids(("write",), tables[kind], f"send OTLP {signal}")
+                if forbidden is not None:
+                    self._intake.observe_refusal("forbidden", request.token.name)
+                    return status_reply(403, PERMISSION_DENIED, forbidden, media)
         if len(request.body) >= OFF_LOOP_BYTES and self._intake.parse_pool is not None:
             return self._export_decoded_off_loop(signal, request, media)
         try:
@@ -108,9 +109,9 @@ class OtlpApi:
                 continue
             try:
                 lsn = pipeline.append_batch(batch)
-            except LogUnavailable as exc:  # nothing of this table was buffered: the exporter retries the request
-                return status_reply(503, UNAVAILABLE, f"the write-ahead log cannot be written ({exc}); nothing was "
-                                    "accepted, retry later", media, RETRY_LATER)
+            except LogUnavailable as exc:  # a metrics body's tables before this one were taken: a retry repeats them
+                return status_reply(503, UNAVAILABLE, f"the write-ahead log cannot be written ({exc}); retry later",
+                                    media, RETRY_LATER)
             if lsn is not None:
                 lsns.append(lsn)
         for kind, records in rejected.items():
