@@ -238,7 +238,9 @@ def test_tokens_guard_otlp_intake(start_server, tmp_path):
     endpoint = f"http://127.0.0.1:{server.http_port}/v1/traces"
     spans = captured_spans()
     assert OTLPSpanExporter(endpoint=endpoint).export(spans) == SpanExportResult.FAILURE
-    assert server.http("POST", "/v1/traces", b"", PROTOBUF)[0] == 401
+    for signal in ("logs", "traces", "metrics"):
+        status, headers, _ = server.http("POST", f"/v1/{signal}", b"", PROTOBUF)
+        assert status == 401 and headers["WWW-Authenticate"].startswith("Bearer")
     status, _, payload = server.http("POST", "/v1/traces", b"",
                                      {**PROTOBUF, "Authorization": f"Bearer {OTHER_WRITER}"})
     assert status == 403 and "otel_traces" in status_pb2.Status.FromString(payload).message

@@ -4,7 +4,7 @@
   router.py       (method, path template) -> handler; 404 and 405
   responses.py    HttpError, Reply and their rendering
   ingest_api.py   POST /v1/ingest/{table}: wait modes, receipts, idempotency keys, WAL acks
-  otlp_api.py     POST /v1/logs, /v1/traces: OTLP/HTTP (protobuf or JSON) into otel_logs, otel_traces
+  otlp_api.py     POST /v1/logs, /v1/traces, /v1/metrics: OTLP/HTTP (protobuf or JSON) into the otel_* tables
   admin_api.py    receipts, query, stats, metrics, health, ready
 
 An endpoint is a handler in an API module and a Route in its routes().
