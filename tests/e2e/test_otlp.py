@@ -306,3 +306,18 @@ def test_the_sdks_metrics_land_one_row_per_data_point_by_type(start_server):
     assert depth == {"MetricName": "queue.depth", "Value": 7.0, "Attributes": '{"queue":"a"}'}
     provider.shutdown()
     assert server.stop() == 0
+
+
+def test_a_large_body_is_decoded_beside_the_loop_and_lands_whole(start_server):
+    server = start_server("--flush-interval", 20)
+    request = logs_service_pb2.ExportLogsServiceRequest()
+    records = request.resource_logs.add().scope_logs.add().log_records
+    for i in range(3000):
+        records.add(time_unix_nano=1_700_000_000_000_000_000 + i).body.string_value = f"line {i} " + "x" * 40
+    body = request.SerializeToString()
+    assert len(body) >= 64 << 10  # the parse pool's threshold
+    status, _, payload = server.http("POST", "/v1/logs", body, PROTOBUF)
+    assert status == 200 and not logs_service_pb2.ExportLogsServiceResponse.FromString(payload).HasField("partial_success")
+    wait_rows(server, "otel_logs", 3000)
+    assert count(server, "otel_logs") == 3000
+    assert server.stop() == 0
