@@ -253,12 +253,13 @@ def test_tokens_guard_otlp_intake(start_server, tmp_path):
 
 def test_the_exporter_retries_a_429_after_its_retry_after_and_lands(start_server, tmp_path):
     config = tmp_path / "quota.toml"
-    config.write_text(AUTH_CONFIG.replace('tables = ["otel_*"]', 'tables = ["otel_*"]\nevents_per_second = 5'))
+    config.write_text(AUTH_CONFIG.replace('tables = ["otel_*"]', 'tables = ["otel_*"]\nevents_per_second = 2'))
     server = start_server("--config", config, "--flush-interval", 20)
+    # a timeout past the Retry-After (4 s): 10 spans leave the bucket 4 s in debt, room for a slow machine
     exporter = OTLPSpanExporter(endpoint=f"http://127.0.0.1:{server.http_port}/v1/traces",
-                                headers={"Authorization": f"Bearer {WRITER}"})
+                                headers={"Authorization": f"Bearer {WRITER}"}, timeout=30)
     spans = captured_spans()
-    assert exporter.export(spans) == SpanExportResult.SUCCESS  # twice the second's worth of the quota: the next waits
+    assert exporter.export(spans) == SpanExportResult.SUCCESS  # five seconds' worth of the quota: the next waits
     assert exporter.export(spans) == SpanExportResult.SUCCESS  # answered 429 with Retry-After first, then taken
     server.authorization = f"Bearer {'a' * 32}"
     limited = server.metrics()
