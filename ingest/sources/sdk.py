@@ -25,6 +25,7 @@ from ingest.protocol import table_name_problem
 SOURCE_MODULES = (
     "ingest.sources.formats.segment",
     "ingest.sources.formats.posthog",
+    "ingest.sources.formats.otlp",
 )
 
 

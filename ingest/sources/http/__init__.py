@@ -4,6 +4,7 @@
   router.py       (method, path template) -> handler; 404 and 405
   responses.py    HttpError, Reply and their rendering
   ingest_api.py   POST /v1/ingest/{table}: wait modes, receipts, idempotency keys, WAL acks
+  otlp_api.py     POST /v1/logs, /v1/traces, /v1/metrics: OTLP/HTTP (protobuf or JSON) into the otel_* tables
   admin_api.py    receipts, query, stats, metrics, health, ready
   sdk_intake.py   what the SDK endpoints share: the key, landing each table's messages once
   segment_api.py  Segment's HTTP Tracking API (/v1/batch, /v1/track, ...)
@@ -14,7 +15,7 @@ An endpoint is a handler in an API module and a Route in its routes().
 from __future__ import annotations
 
 from ingest.sources.base import AdminContext, IntakeContext
-from ingest.sources.http import admin_api, ingest_api, posthog_api, segment_api
+from ingest.sources.http import admin_api, ingest_api, otlp_api, posthog_api, segment_api
 from ingest.sources.http.connection import HttpIngestProtocol
 from ingest.sources.http.router import Router
 
@@ -26,4 +27,5 @@ NOT_FOUND_HINT = f"ingest with POST {ingest_api.INGEST_TEMPLATE}"
 def http_router(intake: IntakeContext, admin: AdminContext) -> Router:
     """Every endpoint the server answers."""
     return Router([*ingest_api.routes(intake), *segment_api.routes(intake), *posthog_api.routes(intake),
+                   *otlp_api.routes(intake),
                    *admin_api.routes(admin)], NOT_FOUND_HINT)
