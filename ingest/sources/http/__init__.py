@@ -21,11 +21,11 @@ from ingest.sources.http.router import Router
 
 __all__ = ["HttpIngestProtocol", "http_router"]
 
-NOT_FOUND_HINT = f"ingest with POST {ingest_api.INGEST_TEMPLATE}"
+NOT_FOUND_HINT = (f"ingest with POST {ingest_api.INGEST_TEMPLATE}, or an SDK's own endpoint (Segment /v1/batch, "
+                  "PostHog /batch/, OTLP /v1/logs, /v1/traces, /v1/metrics)")
 
 
 def http_router(intake: IntakeContext, admin: AdminContext) -> Router:
     """Every endpoint the server answers."""
     return Router([*ingest_api.routes(intake), *segment_api.routes(intake), *posthog_api.routes(intake),
-                   *otlp_api.routes(intake),
-                   *admin_api.routes(admin)], NOT_FOUND_HINT)
+                   *otlp_api.routes(intake), *admin_api.routes(admin)], NOT_FOUND_HINT)
