@@ -15,7 +15,9 @@ file declares that table itself.
 from __future__ import annotations
 
 import importlib
+import json
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from types import MappingProxyType
 from typing import Mapping
 
@@ -93,3 +95,17 @@ def source_settings(raw: dict | None = None, where: str = "") -> dict[str, Sourc
         raise ValueError(f"{where}[sources.{sorted(unknown)[0]}]: no such source; the sources are "
                          f"{', '.join(sources)}")
     return {name: source.settings(raw.get(name), f"{where}[sources.{name}]") for name, source in sources.items()}
+
+
+def instant(value, field: str) -> datetime | None:
+    """An SDK's ISO-8601 time field (or a datetime already) as an aware
+    datetime, UTC when it names no offset; ValueError naming the field."""
+    if value is None or isinstance(value, datetime):
+        return value if value is None or value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+    try:
+        parsed = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        parsed = None
+    if parsed is None:
+        raise ValueError(f"{field} {json.dumps(value, default=str)[:40]} is not an ISO-8601 timestamp")
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=timezone.utc)

@@ -26,7 +26,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Iterator, NamedTuple
 from urllib.parse import parse_qs
 
-from ingest.sources.sdk import SdkSource
+from ingest.sources.sdk import SdkSource, instant
 
 COLUMNS = {
     "uuid": "string",
@@ -223,8 +223,8 @@ def _row(event: dict, placed: bytes, sent_at_value, received_at: datetime, sdk_i
         if value is not None and not isinstance(value, dict):
             raise ValueError(f"{field} must be an object")
         updates[field] = value
-    timestamp = _instant(event.get("timestamp"), "timestamp")
-    sent_at = _instant(sent_at_value, "sent_at")
+    timestamp = instant(event.get("timestamp"), "timestamp")
+    sent_at = instant(sent_at_value, "sent_at")
     offset = event.get("offset")
     if offset is not None and (isinstance(offset, bool) or not isinstance(offset, (int, float))):
         raise ValueError(f"offset must be a number of milliseconds, not {json.dumps(offset)[:40]}")
@@ -284,25 +284,11 @@ def _identifier(value, field: str) -> str:
     raise ValueError(f"{field} must be a string, not {json.dumps(value)[:40]}")
 
 
-def _instant(value, field: str) -> datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        return value
-    try:
-        instant = datetime.fromisoformat(value) if isinstance(value, str) else None
-    except ValueError:
-        instant = None
-    if instant is None:
-        raise ValueError(f"{field} {json.dumps(value)[:40]} is not an ISO-8601 timestamp")
-    return instant if instant.tzinfo is not None else instant.replace(tzinfo=timezone.utc)
-
-
-def _iso(instant: datetime | None) -> str | None:
-    if instant is None:
+def _iso(moment: datetime | None) -> str | None:
+    if moment is None:
         return None
     # isoformat, not strftime: %Y drops the leading zeros of a year before 1000
-    return instant.astimezone(timezone.utc).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    return moment.astimezone(timezone.utc).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def _unbase64(data: bytes, what: str) -> bytes:

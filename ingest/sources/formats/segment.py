@@ -14,7 +14,7 @@ import json
 from datetime import datetime, timezone
 from typing import Iterator, NamedTuple
 
-from ingest.sources.sdk import SdkSource
+from ingest.sources.sdk import SdkSource, instant
 
 KINDS = ("track", "identify", "page", "screen", "group", "alias")
 COMMON = {
@@ -130,9 +130,9 @@ class Batch:
         """The device's send time of a message: its own sentAt, else the batch's."""
         if value is None:
             if self._sent_at is UNPARSED:
-                self._sent_at = _instant(self.sent_text, "sentAt")
+                self._sent_at = instant(self.sent_text, "sentAt")
             return self._sent_at
-        return _instant(value, "sentAt")
+        return instant(value, "sentAt")
 
 
 def _row(message: dict, kind: str, batch: Batch) -> dict:
@@ -148,7 +148,7 @@ def _row(message: dict, kind: str, batch: Batch) -> dict:
     for column, (field, kind_type) in own.items():
         value = message.get(field)
         row[column] = _identifier(value, field) if kind_type == "string" else value
-    original = _instant(message.get("timestamp"), "timestamp")
+    original = instant(message.get("timestamp"), "timestamp")
     sent_at = batch.sent_at(message.get("sentAt"))
     timestamp = original if original is not None else batch.received_at
     if original is not None and sent_at is not None:  # the device's clock, corrected by how far off it was
@@ -171,21 +171,9 @@ def _identifier(value, field: str) -> str | None:
     raise ValueError(f"{field} must be a string, not {json.dumps(value)[:40]}")
 
 
-def _instant(value, field: str) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        instant = datetime.fromisoformat(value) if isinstance(value, str) else None
-    except ValueError:
-        instant = None
-    if instant is None:
-        raise ValueError(f"{field} {json.dumps(value)[:40]} is not an ISO-8601 timestamp")
-    return instant if instant.tzinfo is not None else instant.replace(tzinfo=timezone.utc)
-
-
-def _iso(instant: datetime | None) -> str | None:
+def _iso(moment: datetime | None) -> str | None:
     """ISO-8601 with its offset: the encoder normalises it to UTC."""
-    return None if instant is None else instant.isoformat()
+    return None if moment is None else moment.isoformat()
 
 
 def _text(message) -> bytes:
