@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 MAX_REASONS = 10
 MAX_RECEIPTS = 200_000  # settled receipts kept at most, whatever the retention
+MAX_KEYS = 200_000  # idempotency keys kept at most (about 600 bytes each), whatever the window; the oldest answered go first
 PRUNE_INTERVAL = 0.1  # seconds between prunes when receipts are issued (get() prunes every time)
 
 
@@ -148,6 +149,6 @@ class IdempotencyKeys:
         horizon = time.time() - self.window
         while self._entries:
             oldest = next(iter(self._entries.values()))
-            if oldest.created >= horizon or not oldest.reply.done():
+            if (oldest.created >= horizon and len(self._entries) <= MAX_KEYS) or not oldest.reply.done():
                 break
             self._entries.popitem(last=False)

@@ -145,3 +145,22 @@ def test_a_large_body_still_being_decoded_when_shutdown_begins_is_refused_whole(
             post(api, "application/x-ndjson", b'{"n":1}\n' * (OFF_LOOP_BYTES // 8 + 1))
 
     assert refused.value.status == 503 and pipeline.calls == []
+
+
+def test_idempotency_keys_are_bounded_whatever_the_window(monkeypatch):
+    from ingest.core import receipts
+
+    monkeypatch.setattr(receipts, "MAX_KEYS", 3)
+
+    async def run():
+        keys = IdempotencyKeys(86400)
+        entries = [keys.begin(f"k{n}", "t", "d") for n in range(5)]
+        entries[0].reply.set_result((200, b"", "application/json", ()))
+        assert keys.find("k4", "t", "d") is entries[4]  # a look-up prunes: only the answered oldest may go
+        assert keys.find("k0", "t", "d") is None and keys.find("k1", "t", "d") is entries[1]  # k1 still awaits its answer
+        for entry in entries[1:]:
+            entry.reply.set_result((200, b"", "application/json", ()))
+        keys.find("k4", "t", "d")
+        assert [keys.find(f"k{n}", "t", "d") is not None for n in range(5)] == [False, False, True, True, True]
+
+    asyncio.run(run())
