@@ -109,6 +109,11 @@ def test_a_retried_batch_lands_once_even_after_a_crash(start_server, tmp_path):
     assert post_batch(server, messages[::-1])[0] == 200  # the same messages in another order: the same batch
     wait_rows(server, "tracks", 20)
     wait_rows(server, "identifies", 1)
+    assert server.stop() == 0  # a clean stop: everything landed, the log's segments go, their keys are saved
+    server = start_server("--flush-interval", 20, data_dir=data_dir)
+    assert post_batch(server, messages, sent_at="2026-01-01T00:00:13Z") == (200, {"success": True})
+    assert server.stats("tracks").get("received", 0) == 0  # found by its key: nothing logged again
+    wait_rows(server, "tracks", 20)
     assert server.query("SELECT count(DISTINCT message_id) AS n FROM tracks").to_pylist() == [{"n": 20}]
     # a message twice within one batch lands once too
     assert post_batch(server, [messages[0] | {"messageId": "twice"}] * 2)[0] == 200

@@ -438,3 +438,18 @@ def test_records_nobody_waits_for_are_synced_by_the_timer(tmp_path):
         wal.close()
 
     run(unwaited)
+
+
+def test_the_keys_file_is_rewritten_with_the_newest_keys_past_twice_the_bound(tmp_path, monkeypatch):
+    from ingest.durability import keys as keys_module
+    from ingest.durability.keys import KeysFile
+    from ingest.durability.wal.files import Files
+
+    monkeypatch.setattr(keys_module, "MAX_KEYS", 3)
+    keys = KeysFile(tmp_path, Files())
+    for n in range(0, 6, 2):  # 6 entries: twice the bound, kept as they are
+        keys.save([b'{"key":"k%d"}' % n, b'{"key":"k%d"}' % (n + 1)])
+    assert len(keys.saved()) == 6
+    keys.save([b'{"key":"k6"}'])  # one past it: the newest 3 are kept
+    assert keys.saved() == [b'{"key":"k4"}', b'{"key":"k5"}', b'{"key":"k6"}']
+    assert len(KeysFile(tmp_path, Files()).saved()) == 3  # on disk, not only counted

@@ -244,15 +244,11 @@ class IngestApi:
         entry.reply.set_result(reply)
         return reply
 
-    def accept(self, table: str, request: Request, decoded: formats.Decoded, callback, meta: dict,
-               outlive_log: bool = True) -> "Accepted":
+    def accept(self, table: str, request: Request, decoded: formats.Decoded, callback, meta: dict) -> "Accepted":
         """Logs and buffers the decoded body's good lines into `table` as one
         record with its receipt and `meta` (an idempotency key's, when it
         has one), and keeps its bad lines in the dead-letter store.
-        `outlive_log`: the key is saved when its log segment goes (else it
-        lives in memory, and comes back at a restart only while its record
-        is still in the log). HttpError 503 when the log cannot take them:
-        nothing was accepted."""
+        HttpError 503 when the log cannot take them: nothing was accepted."""
         errors, accepted = decoded.errors, decoded.accepted
         pipeline = self._intake.pipeline(table)
         if decoded.batch is not None:
@@ -276,10 +272,10 @@ class IngestApi:
             logged = head + b',"reply":' + reply + b"}"
             try:
                 if decoded.batch is not None:  # a columnar body: its rows skip the encoder
-                    lsn = pipeline.append_batch(decoded.batch, receipt=receipt, meta=logged, keyed=outlive_log and "key" in meta)
+                    lsn = pipeline.append_batch(decoded.batch, receipt=receipt, meta=logged, keyed="key" in meta)
                 else:
                     lsn = pipeline.append_lines(decoded.lines, decoded.rejected, receipt=receipt, meta=logged,
-                                                keyed=outlive_log and "key" in meta)
+                                                keyed="key" in meta)
             except LogUnavailable as exc:  # nothing was buffered: the refusal is whole
                 receipts.withdraw(receipt)
                 raise HttpError(503, f"the write-ahead log cannot be written ({exc}); nothing was accepted, retry later",

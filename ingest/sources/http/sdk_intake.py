@@ -12,12 +12,9 @@ receipt, under an idempotency key made of the messages' own ids (Segment's
 messageId, PostHog's uuid). An SDK that retries a batch (after a timeout, a
 503, a dropped connection) sends the same messages again: their key is
 found, nothing is logged twice, and the answer waits for the first copy to
-be durable. Every SDK batch has a key, so unlike an Idempotency-Key's they
-are not saved when their log segment goes (that file would grow by every
-batch): they are kept in memory for --idempotency-window seconds (at most
-MAX_KEYS of them, the oldest going first), and a restart brings back those
-whose records are still in the log, which covers the retry of a batch the
-server was killed before landing.
+be durable. Keys outlive restarts as an Idempotency-Key does
+(durability/keys.py), for --idempotency-window seconds; as every SDK batch
+has one, at most MAX_KEYS are kept, the oldest going first.
 """
 from __future__ import annotations
 
@@ -106,7 +103,7 @@ class SdkIntake:
             entry = keys.begin(key, table, digest)
             try:
                 logged = self._api.accept(table, request, decode_ndjson(b"\n".join(m.line for m in group)), None,
-                                          {"key": key, "digest": digest, "table": table}, outlive_log=False)
+                                          {"key": key, "digest": digest, "table": table})
             except BaseException as exc:
                 self._forget(key, entry, exc)
                 raise
