@@ -229,3 +229,20 @@ def test_a_bad_event_is_dead_lettered_with_its_reason_and_the_others_land(start_
     for reason in ("event 2: needs distinct_id", 'event 3: uuid \\"not-a-uuid\\" is not a UUID',
                    "the event: needs event"):
         assert reason in shown, shown
+
+
+def test_the_sdk_retries_a_429_and_every_event_lands_once(start_server, tmp_path):
+    config = tmp_path / "tokens.toml"
+    config.write_text(TOKENS + "events_per_second = 40\n")  # the project key's quota: a 50-event batch runs into debt
+    server = start_server("--config", config, "--flush-interval", 20)
+    errors = []
+    client = Posthog(PROJECT_KEY, host=f"http://127.0.0.1:{server.http_port}", sync_mode=False, max_retries=10,
+                     flush_at=50, on_error=lambda exc, batch: errors.append(exc))
+    uuids = {client.capture("tick", distinct_id="user-1", properties={"n": n}) for n in range(150)}
+    client.shutdown()
+    assert errors == []
+    server.authorization = f"Bearer {ADMIN}"
+    server.wait_landed(TABLE, 150)
+    assert set(landed(server)) == uuids  # every one, once
+    metrics = server.metrics()
+    assert metrics.get(("ingest_refusals_total", frozenset({"reason": "rate_limited", "token": "posthog-project"}.items())), 0) >= 1
