@@ -21,11 +21,11 @@ import binascii
 import hashlib
 import json
 import uuid
-import zlib
 from datetime import datetime, timedelta, timezone
 from typing import Iterator, NamedTuple
 from urllib.parse import parse_qs
 
+from ingest.sources.formats.compression import GZIP_MAGIC, CorruptBody, GzipBody
 from ingest.sources.sdk import SdkSource, instant
 
 COLUMNS = {
@@ -50,7 +50,6 @@ SOURCE = SdkSource(
 # the uuid of an event sent without one: from its content and place in the batch, which a retry sends again
 DERIVED_UUID_NAMESPACE = uuid.UUID("6f1f3c2e-8d0a-4a7e-9b61-2f5d9c4e7a10")
 FORM_TYPE = "application/x-www-form-urlencoded"
-GZIP_MAGIC = b"\x1f\x8b"
 GZIP_SPELLINGS = ("gzip", "gzip-js")
 IDENTITY_SPELLINGS = ("", "none", "identity", "base64")  # base64 is undone whenever the data is not JSON
 DISTINCT_ID_FIELDS = ("distinct_id", "$distinct_id")
@@ -301,13 +300,13 @@ def _unbase64(data: bytes, what: str) -> bytes:
 
 
 def _gunzip(data: bytes, limit: int) -> bytes:
-    inflate = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    """gzip data inflated by the body decompressor HTTP bodies use, within `limit`."""
+    inflate = GzipBody()
     try:
-        inflated = inflate.decompress(data, limit + 1)
-    except zlib.error as exc:
-        raise InvalidBody(f"invalid gzip data: {exc}") from None
-    if len(inflated) > limit or inflate.unconsumed_tail:
-        raise TooLarge(f"the body inflates past the limit of {limit} bytes (max_batch_bytes); send smaller batches")
-    if not inflate.eof:
-        raise InvalidBody("invalid gzip data: truncated stream")
+        inflated = inflate.feed(data, limit)
+        inflate.finish()
+    except CorruptBody as exc:
+        raise InvalidBody(str(exc).replace("gzip body", "gzip data")) from None
+    except OverflowError:
+        raise TooLarge(f"the body inflates past the limit of {limit} bytes (max_batch_bytes); send smaller batches") from None
     return inflated
