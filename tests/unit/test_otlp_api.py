@@ -20,7 +20,7 @@ from ingest.schema import conform_batch
 from ingest.server.webhooks import Webhooks
 from ingest.sources.base import IntakeContext
 from ingest.sources.formats import otlp
-from ingest.sources.http.otlp_api import OtlpApi
+from ingest.sources.http.otlp_api import OtlpApi, routes
 from ingest.sources.http.responses import Reply
 from ingest.sources.http.router import Request
 
@@ -51,12 +51,16 @@ class RecordingPipeline:
         return conform_batch(batch)
 
 
-def otlp_api(tmp_path, pipeline, draining=lambda: False) -> OtlpApi:
-    return OtlpApi(IntakeContext(
+def intake(tmp_path, pipeline, draining=lambda: False) -> IntakeContext:
+    return IntakeContext(
         pipeline=lambda table: pipeline, budget=MemoryBudget(1 << 24), wal=None, sink_health=SinkHealth(),
         receipts=ReceiptBook(60), idempotency=IdempotencyKeys(60), webhooks=Webhooks("", [], tmp_path / "failed"),
         draining=draining, max_body_bytes=1 << 24, max_line_bytes=1 << 20,
-        observe_http=lambda route, status: None))
+        observe_http=lambda route, status: None)
+
+
+def otlp_api(tmp_path, pipeline, draining=lambda: False) -> OtlpApi:
+    return OtlpApi(intake(tmp_path, pipeline, draining))
 
 
 def post(api: OtlpApi, signal: str, content_type: str, body: bytes) -> Reply:
@@ -115,8 +119,9 @@ def test_a_bad_protobuf_body_is_a_400_status_in_protobuf(tmp_path):
 
 
 def test_overload_answers_are_what_the_exporter_retries_after_retry_after(tmp_path):
-    refused = otlp_api(tmp_path, RecordingPipeline(), draining=lambda: True).admit()
-    assert _is_retryable(refused.status) and dict(refused.headers)["Retry-After"]
+    for route in routes(intake(tmp_path, RecordingPipeline(), draining=lambda: True)):  # asked before the body is read
+        refused = route.admit()
+        assert _is_retryable(refused.status) and dict(refused.headers)["Retry-After"]
     reply = post(otlp_api(tmp_path, RecordingPipeline(log_unavailable=True)), "logs", PROTOBUF, logs_body(b""))
     assert _is_retryable(reply.status) and dict(reply.headers)["Retry-After"]
     assert status_pb2.Status.FromString(reply.body).code == 14

@@ -49,6 +49,13 @@ def routes(intake: IntakeContext) -> list[Route]:
                   table_param="table")]
 
 
+def admit(intake: IntakeContext) -> HttpError | None:
+    """Whether the server takes in events now, asked before a body is read:
+    503 with Retry-After when it does not (every intake route's `admit`)."""
+    refusal = intake.refusal()
+    return HttpError(503, refusal, headers=RETRY_LATER) if refusal else None
+
+
 class IngestApi:
     def __init__(self, intake: IntakeContext):
         self._intake = intake
@@ -56,8 +63,7 @@ class IngestApi:
         self._loop: asyncio.AbstractEventLoop | None = None  # the one the requests come in on
 
     def admit(self) -> HttpError | None:
-        refusal = self._intake.refusal()
-        return HttpError(503, refusal, headers=RETRY_LATER) if refusal else None
+        return admit(self._intake)
 
     def ingest(self, request: Request):
         """Answers now (a Reply) when nothing needs waiting for, else an

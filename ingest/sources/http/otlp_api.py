@@ -21,13 +21,13 @@ from ingest.core.ports import LogUnavailable
 from ingest.sources.base import IntakeContext
 from ingest.sources.formats import otlp
 from ingest.sources.formats.base import InvalidBody
-from ingest.sources.http.responses import RETRY_LATER, HttpError, Reply
+from ingest.sources.http.ingest_api import OFF_LOOP_BYTES, admit
+from ingest.sources.http.responses import RETRY_LATER, Reply
 from ingest.sources.http.router import Request, Route
 
 log = logging.getLogger("ingest.http")
 
 SIGNALS = tuple(otlp.SIGNAL_KINDS)  # /v1/{signal}
-OFF_LOOP_BYTES = 64 << 10  # a body this large is decoded in the parse pool, beside the loop
 # google.rpc.Code values the spec's Status bodies carry
 INVALID_ARGUMENT, PERMISSION_DENIED, UNAVAILABLE = 3, 7, 14
 REJECTED_FIELD = {"logs": "rejected_log_records", "traces": "rejected_spans", "metrics": "rejected_data_points"}
@@ -36,17 +36,14 @@ REJECTED_FIELD = {"logs": "rejected_log_records", "traces": "rejected_spans", "m
 def routes(intake: IntakeContext) -> list[Route]:
     api = OtlpApi(intake)
     # the table comes from the signal, not the path: the handler checks it against the token's list
-    return [Route("POST", f"/v1/{signal}", functools.partial(api.export, signal), admit=api.admit, budgeted=True,
+    return [Route("POST", f"/v1/{signal}", functools.partial(api.export, signal),
+                  admit=functools.partial(admit, intake), budgeted=True,
                   scopes=("write",)) for signal in SIGNALS]
 
 
 class OtlpApi:
     def __init__(self, intake: IntakeContext):
         self._intake = intake
-
-    def admit(self) -> HttpError | None:
-        refusal = self._intake.refusal()
-        return HttpError(503, refusal, headers=RETRY_LATER) if refusal else None
 
     def export(self, signal: str, request: Request):
         """A Reply now when the body cannot be taken in, else an awaitable

@@ -25,7 +25,7 @@ from typing import Iterable, NamedTuple
 from ingest.sources.auth import CHALLENGE, Token, Unauthenticated, presented_secret
 from ingest.sources.base import IntakeContext
 from ingest.sources.formats.ndjson import decode_ndjson
-from ingest.sources.http.ingest_api import Accepted, IngestApi
+from ingest.sources.http.ingest_api import Accepted, IngestApi, admit
 from ingest.sources.http.responses import JSON_TYPE, HttpError
 from ingest.sources.http.router import Request
 
@@ -55,7 +55,7 @@ class SdkIntake:
         self.source = source
 
     def admit(self) -> HttpError | None:
-        return self._api.admit()
+        return admit(self._intake)
 
     def caller(self, request: Request, body_key: str | None, tables: Iterable[str], where: str) -> Token | None:
         """The token the request's key names, checked for the write scope on
