@@ -42,12 +42,6 @@ class Rejected(NamedTuple):
     reason: str  # names the message and the field
 
 
-class Landed(NamedTuple):
-    accepted: int  # messages logged now
-    duplicates: int  # messages already logged by an earlier copy of the request (or twice in this one)
-    rejected: int
-
-
 class SdkIntake:
     def __init__(self, intake: IntakeContext, source: str):
         self._intake = intake
@@ -81,7 +75,7 @@ class SdkIntake:
         return token
 
     async def land(self, request: Request, token: Token | None, messages: list[Message],
-                   rejected: list[Rejected] = ()) -> Landed:
+                   rejected: list[Rejected] = ()) -> None:
         """Logs each table's messages as one keyed record, keeps `rejected` in
         the dead-letter store, and returns once everything logged (now or by
         an earlier copy of the request) is durable. HttpError 503 when the
@@ -92,7 +86,7 @@ class SdkIntake:
         source = f"http {request.peer} POST {request.path}"
         for table, lines, reasons in _by_table((r.table, r.line, r.reason) for r in rejected):
             self._intake.pipeline(table).rejected_at_source(lines, reasons, source)
-        keys, waits, accepted = self._intake.idempotency, [], 0
+        keys, waits = self._intake.idempotency, []
         for table, group in _distinct_by_table(messages):
             digest = hashlib.sha256("\n".join(sorted(m.id for m in group)).encode()).hexdigest()
             key = f"{self.source}:{table}:{digest}"
@@ -107,11 +101,9 @@ class SdkIntake:
             except BaseException as exc:
                 self._forget(key, entry, exc)
                 raise
-            accepted += len(group)
             # a task: it settles the key even when a later table's share is refused and this request fails
             waits.append(asyncio.ensure_future(self._durable(key, entry, logged)))
         await asyncio.gather(*waits)
-        return Landed(accepted, len(messages) - accepted, len(rejected))
 
     async def _durable(self, key: str, entry, logged: Accepted) -> None:
         """Returns once the record is durable (or, when its fsync failed, once
