@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from ingest.hotpath import buffer, encoder
 from ingest.server.config import Settings
-from ingest.server.state import DataDirInUse, DataDirLock, ServerState, remove_state, write_state
+from ingest.server.state import DataDirInUse, DataDirLock, ServerState, remove_state, write_sink_settings, write_state
 from ingest.core.budget import MemoryBudget
 from ingest.core.deadletter import DeadLetterStore
 from ingest.server.metrics import Metrics
@@ -35,7 +35,8 @@ from ingest.core.router import Router
 from ingest.server.webhooks import Webhooks
 from ingest.core.ports import QueryInterrupted, QueryTimedOut
 from ingest.sinks.sql import RunningQuery, check_read_only, referenced_tables
-from ingest.sinks.registry import SINKS, open_sink
+from ingest.durability.node import NodeIdMismatch
+from ingest.sinks.registry import SINKS, SinkUnavailable, open_sink
 from ingest.durability.recovery import Recovery
 from ingest.durability.wal import WriteAheadLog
 from ingest.sources.base import AdminContext, IntakeContext
@@ -109,7 +110,17 @@ class IngestServer:
             raise StartupError(str(exc)) from None
         if self._tls is not None:
             quiet_handshake_failures(self.loop)
-        self.sink = open_sink(settings)
+        try:
+            self.sink = open_sink(settings)
+        except (NodeIdMismatch, SinkUnavailable) as exc:
+            raise StartupError(str(exc)) from None
+        try:
+            write_sink_settings(settings.data_dir, {
+                "sink": settings.sink, "partition_by": settings.partition_by, "delta_endpoint": settings.delta_endpoint,
+                **({"delta_uri": settings.delta_root} if settings.sink == "delta" else {})})
+        except OSError as exc:
+            log.warning("cannot write the sink settings into %s (%s): offline tools will need them as flags",
+                        settings.data_dir, exc)
         if settings.wal == "on":
             self.wal = WriteAheadLog(settings.wal_dir, settings.wal_fsync, settings.wal_fsync_interval,
                                      settings.wal_segment_bytes)

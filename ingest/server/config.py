@@ -32,7 +32,12 @@ class Settings:
     host: str = field(default="127.0.0.1", metadata={"help": "address to bind both sources to"})
     tcp_port: int = field(default=7070, metadata={"help": "NDJSON-over-TCP port (0 picks a free port)"})
     http_port: int = field(default=7080, metadata={"help": "HTTP port (0 picks a free port)"})
-    sink: str = field(default="duckdb", metadata={"help": "where batches land: duckdb or parquet"})
+    sink: str = field(default="duckdb", metadata={"help": "where batches land: duckdb, parquet or delta"})
+    delta_uri: str = field(default="", metadata={"help": "--sink delta: where its tables go, file:///path or s3://bucket/prefix, one Delta table per ingest table at URI/{table} (default: DIR/delta)"})
+    delta_endpoint: str = field(default="", metadata={"help": "--sink delta on s3://: the endpoint of an S3-compatible store, e.g. http://minio:9000 (default: AWS_ENDPOINT_URL, else AWS)"})
+    delta_commit_retries: int = field(default=100, metadata={"help": "--sink delta: times a commit that conflicts with another writer's is retried at once; past them the flush backs off and tries again"})
+    node_id: str = field(default="", metadata={"help": "this server's name among several writing one Delta table; its batches' ids are recorded under it (default: made once and kept in DIR/node-id)"})
+    partition_by: str = field(default="", metadata={"help": "--sink delta or parquet: split each table into hive-style directories by these comma-separated keys, a column or date(column), e.g. date(ts)"})
     batch_events: int = field(default=250_000, metadata={"help": "seal a table's batch at this many events"})
     batch_bytes: int = field(default=64 << 20, metadata={"help": "seal a table's batch at this many bytes of JSON"})
     flush_interval: int = field(default=1000, metadata={"help": "seal a table's batch this many ms after its first event"})
@@ -74,6 +79,8 @@ class Settings:
     auth: Tokens = field(default_factory=Tokens, metadata={"config_only": True})  # from [auth] and [[auth.tokens]]
     # SDK source name -> its tables and limits, from [sources.NAME] (ingest.sources.sdk)
     sources: dict = field(default_factory=dict, metadata={"config_only": True})
+    # object-store options for --sink delta, from [delta_storage_options] (e.g. aws_region, aws_allow_http)
+    delta_storage_options: dict = field(default_factory=dict, metadata={"config_only": True})
 
     def validate(self) -> None:
         if self.sink not in SINKS:
@@ -98,7 +105,18 @@ class Settings:
         if self.max_url_bytes > MAX_PARSEABLE_URL:
             raise ConfigError(f"max_url_bytes must be at most {MAX_PARSEABLE_URL} (httptools parses no longer URLs), "
                               f"not {self.max_url_bytes}")
-        for name in ("retry_attempts", "retry_timeout", "retry_base_ms", "shutdown_grace", "sink_delay_ms"):
+        try:
+            self.partition_keys
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        if self.partition_by and self.sink not in ("delta", "parquet"):
+            raise ConfigError(f"partition_by takes effect with --sink delta or parquet, not {self.sink}")
+        if self.delta_uri and not self.delta_uri.startswith(("file://", "s3://", "s3a://", "/")):
+            raise ConfigError(f"delta_uri must be file:///path or s3://bucket/prefix, not {self.delta_uri!r}")
+        if self.node_id and not all(c.isalnum() or c in "-_." for c in self.node_id):
+            raise ConfigError(f"node_id may hold letters, digits, '-', '_' and '.', not {self.node_id!r}")
+        for name in ("retry_attempts", "retry_timeout", "retry_base_ms", "shutdown_grace", "sink_delay_ms",
+                     "delta_commit_retries"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, not {getattr(self, name)}")
 
@@ -114,6 +132,19 @@ class Settings:
     @property
     def parquet_dir(self) -> Path:
         return self.data_dir / "parquet"
+
+    @property
+    def partition_keys(self) -> tuple:
+        """--partition-by, read (ingest.sinks.partitioning)."""
+        from ingest.sinks.partitioning import parse_partition_by
+        return parse_partition_by(self.partition_by)
+
+    @property
+    def delta_root(self) -> str:
+        """Where the Delta tables go: --delta-uri, or DIR/delta."""
+        if not self.delta_uri:
+            return (self.data_dir / "delta").resolve().as_uri()
+        return Path(self.delta_uri).resolve().as_uri() if self.delta_uri.startswith("/") else self.delta_uri.rstrip("/")
 
     @property
     def wal_dir(self) -> Path:
@@ -332,6 +363,11 @@ def load(config_file: Path | None, cli_values: dict, environ=os.environ) -> Sett
         values["tables"] = _table_configs(root.pop("tables", {}), config_file)
         values["auth"] = _tokens(root.pop("auth", {}), config_file, environ)
         values["sources"] = _source_settings(root.pop("sources", {}), f"{config_file}: ")
+        storage = root.pop("delta_storage_options", {})
+        if not isinstance(storage, dict) or not all(isinstance(v, (str, bool, int)) for v in storage.values()):
+            raise ConfigError(f"{config_file}: [delta_storage_options] holds object-store options, "
+                              "e.g. aws_region = \"eu-west-1\"")
+        values["delta_storage_options"] = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in storage.items()}
         doc = root.get("serve", root)  # settings may sit at top level or under [serve]
         for key, value in doc.items():
             key = key.replace("-", "_")

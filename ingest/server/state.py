@@ -135,3 +135,26 @@ def running_server(data_dir: Path) -> ServerState | None:
     if state is None:
         return None
     return state if lock_holder(data_dir) == str(state.pid) else None
+
+
+SINK_FILE = "sink.json"  # the sink settings the data directory was served with, for the offline tools
+SINK_SETTINGS = ("sink", "delta_uri", "delta_endpoint", "partition_by")
+
+
+def write_sink_settings(data_dir: Path, values: dict) -> None:
+    """Kept at each start, so `ingest query|compact|vacuum|wal replay --data-dir D`
+    find the sink D was served with (no secrets: credentials stay in the environment)."""
+    path = data_dir / SINK_FILE
+    temporary = path.with_name(f".{SINK_FILE}.tmp")
+    temporary.write_text(json.dumps({k: values[k] for k in SINK_SETTINGS if k in values}, indent=1) + "\n")
+    os.replace(temporary, path)
+
+
+def stored_sink_settings(data_dir: Path) -> dict:
+    """What write_sink_settings kept in `data_dir`; {} if nothing was."""
+    try:
+        document = json.loads((data_dir / SINK_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in document.items() if k in SINK_SETTINGS and isinstance(v, str)} \
+        if isinstance(document, dict) else {}

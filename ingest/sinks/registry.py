@@ -8,6 +8,10 @@ from dataclasses import dataclass
 from typing import Callable
 
 
+class SinkUnavailable(Exception):
+    """The sink cannot be opened: a package it needs is missing, or its node id is not this directory's."""
+
+
 @dataclass(frozen=True)
 class SinkKind:
     name: str
@@ -37,6 +41,27 @@ def _query_parquet(settings, sql):
     return query_directory(settings.parquet_dir, sql)
 
 
+def _open_delta(settings):
+    from ingest.durability.node import node_id
+    try:
+        import deltalake  # noqa: F401
+    except ImportError:
+        raise SinkUnavailable("--sink delta needs the deltalake package: pip install 'ingest[delta]'") from None
+    from ingest.sinks.delta import DeltaSink, storage_options
+    return DeltaSink(settings.delta_root, node_id(settings.data_dir, settings.node_id), settings.data_dir,
+                     storage_options(settings), settings.partition_keys, settings.delta_commit_retries)
+
+
+def _delta_has_data(settings):
+    from ingest.sinks.delta.sink import TABLES_FILE
+    return (settings.data_dir / TABLES_FILE).exists()
+
+
+def _query_delta(settings, sql):
+    from ingest.sinks.delta import query_tables, storage_options
+    return query_tables(settings.delta_root, storage_options(settings), sql)
+
+
 SINKS: dict[str, SinkKind] = {}
 
 
@@ -47,6 +72,7 @@ def register(kind: SinkKind) -> None:
 register(SinkKind("duckdb", _open_duckdb, lambda settings: settings.duckdb_path.exists(), _query_duckdb,
                   single_writer=True))
 register(SinkKind("parquet", _open_parquet, lambda settings: settings.parquet_dir.exists(), _query_parquet))
+register(SinkKind("delta", _open_delta, _delta_has_data, _query_delta))
 
 
 def open_sink(settings):
