@@ -6,15 +6,16 @@ import argparse
 import sys
 
 from ingest import __version__
-from ingest.cli import bench, deadletter, query, serve, wal
+from ingest.cli import bench, compact, deadletter, query, serve, vacuum, wal
 from ingest.cli.query import QueryError, print_table, run_query  # noqa: F401  (the import path tools and tests use)
 from ingest.server.config import ConfigError
 
-COMMANDS = {"serve": serve, "query": query, "bench": bench, "deadletter": deadletter, "wal": wal}  # as `--help` lists them
+COMMANDS = {"serve": serve, "query": query, "bench": bench, "deadletter": deadletter, "wal": wal,
+            "compact": compact, "vacuum": vacuum}  # as `--help` lists them
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ingest", description="High-throughput JSON event ingestion into DuckDB and Parquet.")
+    parser = argparse.ArgumentParser(prog="ingest", description="High-throughput JSON event ingestion into DuckDB, Parquet and Delta Lake.")
     parser.add_argument("--version", action="version", version=f"ingest {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS.values():

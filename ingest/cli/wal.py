@@ -1,9 +1,10 @@
-"""`ingest wal check|repair`: inspect and mend the write-ahead log offline."""
+"""`ingest wal check|repair|replay`: inspect, mend and replay the write-ahead log offline."""
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
+from ingest.cli.sink_options import add_sink_arguments, sink_settings
 from ingest.server.config import Settings
 from ingest.server.state import DataDirInUse, DataDirLock
 
@@ -17,9 +18,16 @@ def add_parser(subparsers) -> None:
                        ("repair", "truncate torn tails, move unreadable records to the dead-letter store")):
         action = actions.add_parser(name, help=text, description=text)
         action.add_argument("--data-dir", type=Path, default=Path("data"), help="the server's data directory (default: data)")
+    text = ("land what the log holds into the sink the directory was served with (DIR/sink.json), then exit: "
+            "how another machine finishes the work of a node that died for good")
+    replay = actions.add_parser("replay", help=text, description=text + ". Batches that had landed are recognised "
+                                "by the sink's ledger (Delta: the node's app transactions) and skipped.")
+    add_sink_arguments(replay)
 
 
 def run(args) -> int:
+    if args.action == "replay":
+        return _replay(args)
     from ingest.core.deadletter import DeadLetterStore  # the log's modules load when the command runs
     from ingest.durability.recovery import WAL_DAMAGE_TABLE
     from ingest.durability.wal import repair, scan_segment, segment_paths, sequence_gaps
@@ -56,4 +64,21 @@ def run(args) -> int:
         print(f"{damage.segment.name} byte {damage.offset}: {damage.reason}: "
               + ("truncated" if damage.torn_tail else f"moved to {store.directory / WAL_DAMAGE_TABLE}"))
     print(f"repaired {len(found)} damaged place(s)")
+    return 0
+
+
+def _replay(args) -> int:
+    settings = sink_settings(args)
+    if not settings.wal_dir.is_dir():
+        print(f"ingest wal replay: {settings.data_dir} has no write-ahead log ({settings.wal_dir})", file=sys.stderr)
+        return 2
+    settings.wal = "on"
+    from ingest.server.app import StartupError, run as run_server
+
+    try:
+        replayed = run_server(settings, replay_only=True)
+    except StartupError as exc:
+        print(f"ingest wal replay: {exc}", file=sys.stderr)
+        return 2
+    print(f"replayed {replayed} events from {settings.wal_dir} into the {settings.sink} sink")
     return 0

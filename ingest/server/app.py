@@ -94,7 +94,9 @@ class IngestServer:
         self._sweep = ConnectionSweep(self._http_connections)  # HTTP timeouts, once a second
         self.queries: dict[RunningQuery, asyncio.Future] = {}  # running queries -> their worker's future
 
-    async def start(self) -> None:
+    async def start(self, replay_only: bool = False) -> None:
+        """Locks the data directory, opens the sink and the log, replays the
+        log, then listens; with `replay_only`, stops after the replay."""
         self.loop = asyncio.get_running_loop()
         settings = self.settings
         self._check_exposure()
@@ -160,6 +162,8 @@ class IngestServer:
                 self.wal, self.router, self.dead_letters, self._pools[2], self.budget, self.receipts,
                 self.idempotency).run(ledger)
             self.wal.open(self.loop)
+        if replay_only:  # `ingest wal replay`: what the log held lands, and nothing new is taken
+            return
         intake = IntakeContext(
             pipeline=self.pipeline, budget=self.budget, wal=self.wal, sink_health=self.sink_health,
             receipts=self.receipts, idempotency=self.idempotency, webhooks=self.webhooks,
@@ -321,8 +325,8 @@ class IngestServer:
         # queries would hold the sink (and its close) and the query threads
         await asyncio.gather(*(self._interrupt(running, done, "the server is shutting down")
                                for running, done in list(self.queries.items())))
-        tcp_listener, http_listener = self._listeners
-        tcp_listener.close()
+        for listener in self._listeners[:1]:  # TCP: no new connections
+            listener.close()
         for connection in list(self._tcp_connections):
             connection.close()
         drains = [asyncio.ensure_future(p.drain()) for p in self.pipelines.values()]
@@ -334,7 +338,8 @@ class IngestServer:
                     pipeline.abandon()
                 await asyncio.wait(drains)
         await self.webhooks.close(deadline - self.loop.time())
-        http_listener.close()
+        for listener in self._listeners[1:]:
+            listener.close()
         self._sweep.stop()
         for connection in list(self._http_connections):
             connection.transport.close()
@@ -350,13 +355,18 @@ class IngestServer:
         log.info("stopped; per table: %s", json.dumps(self.stats()["tables"]))
 
 
-async def _serve(settings: Settings) -> None:
+async def _serve(settings: Settings, replay_only: bool) -> int:
     server = IngestServer(settings)
-    await server.start()
+    await server.start(replay_only)
+    if replay_only:
+        server.request_stop()
     await server.serve_until_stopped()
+    return server.replayed_events
 
 
-def run(settings: Settings) -> None:
+def run(settings: Settings, replay_only: bool = False) -> int:
+    """Serves until SIGTERM or SIGINT; with `replay_only`, lands what the
+    write-ahead log holds and returns the events it replayed."""
     logging.basicConfig(
         level=getattr(logging, settings.log_level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -368,4 +378,4 @@ def run(settings: Settings) -> None:
         uvloop = None
     loop_factory = None if uvloop is None or EVENT_LOOP == "asyncio" else uvloop.new_event_loop
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        runner.run(_serve(settings))
+        return runner.run(_serve(settings, replay_only))

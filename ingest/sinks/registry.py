@@ -19,6 +19,8 @@ class SinkKind:
     has_data: Callable  # (settings) -> bool: this sink wrote into the data directory
     query: Callable  # (settings, sql) -> pa.Table, with no server running
     single_writer: bool = False  # one write at a time (DuckDB's one writer connection), whatever --max-flushes-in-flight
+    compact: Callable | None = None  # (settings, table) -> dict: `ingest compact`, beside a running server
+    vacuum: Callable | None = None  # (settings, table or None, hours) -> [removed paths]: `ingest vacuum`
 
 
 def _open_duckdb(settings):
@@ -62,6 +64,25 @@ def _query_delta(settings, sql):
     return query_tables(settings.delta_root, storage_options(settings), sql)
 
 
+def _compact_delta(settings, table):
+    from ingest.sinks.delta import storage_options
+    from ingest.sinks.delta.maintenance import compact
+    return compact(settings.delta_root, table, storage_options(settings), commit_retries=settings.delta_commit_retries)
+
+
+def _vacuum_delta(settings, table, hours):
+    from ingest.sinks.delta import list_tables, storage_options
+    from ingest.sinks.delta.maintenance import vacuum
+    options = storage_options(settings)
+    tables = [table] if table else list_tables(settings.delta_root, options)
+    return [path for name in tables for path in vacuum(settings.delta_root, name, options, hours)]
+
+
+def _compact_parquet(settings, table):
+    from ingest.sinks.parquet import compact_table
+    return compact_table(settings.parquet_dir, table)
+
+
 SINKS: dict[str, SinkKind] = {}
 
 
@@ -71,8 +92,9 @@ def register(kind: SinkKind) -> None:
 
 register(SinkKind("duckdb", _open_duckdb, lambda settings: settings.duckdb_path.exists(), _query_duckdb,
                   single_writer=True))
-register(SinkKind("parquet", _open_parquet, lambda settings: settings.parquet_dir.exists(), _query_parquet))
-register(SinkKind("delta", _open_delta, _delta_has_data, _query_delta))
+register(SinkKind("parquet", _open_parquet, lambda settings: settings.parquet_dir.exists(), _query_parquet,
+                  compact=_compact_parquet))
+register(SinkKind("delta", _open_delta, _delta_has_data, _query_delta, compact=_compact_delta, vacuum=_vacuum_delta))
 
 
 def open_sink(settings):

@@ -21,7 +21,7 @@ def arrow_body(table: pa.Table) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-@pytest.mark.parametrize("sink", ["duckdb", "parquet"])
+@pytest.mark.parametrize("sink", ["duckdb", "parquet", "delta"])
 def test_an_arrow_stream_lands_in_order_with_lines_and_survives_a_crash(start_server, sink, tmp_path):
     data_dir = tmp_path / "data"
     # a long flush interval: the line's batch is sealed by the Arrow body behind it and may land before the kill,

@@ -41,7 +41,7 @@ def wait_settled(server, table: str, total: int) -> dict:
 
 
 @pytest.mark.parametrize("transport", ["tcp", "http"])
-@pytest.mark.parametrize("sink", ["duckdb", "parquet"])
+@pytest.mark.parametrize("sink", ["duckdb", "parquet", "delta"])
 def test_colliding_and_nul_keys_reject_only_their_events(start_server, sink, transport):
     server = start_server("--sink", sink, "--batch-events", 50, "--retry-attempts", 1)
     body, bad = corpus()
@@ -113,7 +113,7 @@ def test_query_views_merge_directories_that_differ_only_in_case(tmp_path):
     assert query_directory(tmp_path, "SELECT n FROM other").to_pylist() == [{"n": 4}]
 
 
-@pytest.mark.parametrize("sink", ["duckdb", "parquet"])
+@pytest.mark.parametrize("sink", ["duckdb", "parquet", "delta"])
 def test_sink_refuses_unstorable_keys_as_data_errors_and_keeps_its_columns(tmp_path, sink):
     from ingest.sinks.duckdb import DuckDBSink
     from ingest.sinks.parquet import ParquetSink

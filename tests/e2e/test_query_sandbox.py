@@ -79,7 +79,7 @@ REFUSED = [
 ]
 
 
-@pytest.mark.parametrize("sink", ["duckdb", "parquet"])
+@pytest.mark.parametrize("sink", ["duckdb", "parquet", "delta"])
 def test_statements_that_reach_outside_or_change_anything_are_refused(start_server, sink, listener):
     server = start_server("--sink", sink, "--flush-interval", 20)
     body = b"".join(b'{"n":%d}\n' % i for i in range(10))
@@ -104,7 +104,7 @@ def test_statements_that_reach_outside_or_change_anything_are_refused(start_serv
     assert server.stop() == 0
 
 
-@pytest.mark.parametrize("sink", ["duckdb", "parquet"])
+@pytest.mark.parametrize("sink", ["duckdb", "parquet", "delta"])
 def test_reads_still_work(start_server, sink):
     server = start_server("--sink", sink, "--flush-interval", 20)
     body = b"".join(b'{"n":%d,"k":"%s"}\n' % (i, b"ab"[i % 2:i % 2 + 1]) for i in range(10))

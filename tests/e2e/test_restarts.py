@@ -20,7 +20,7 @@ def ingest_flushed(server, table, first, count):
 
 
 @pytest.mark.parametrize("stop", ["sigterm", "kill-9"])
-@pytest.mark.parametrize("sink", ["duckdb", "parquet"])
+@pytest.mark.parametrize("sink", ["duckdb", "parquet", "delta"])
 def test_events_acknowledged_after_idle_restarts_are_in_the_table(start_server, tmp_path, sink, stop):
     """The second restart used to empty the log, start lsns again at 1 and
     skip every new batch as a duplicate of one in the ledger."""

@@ -22,7 +22,7 @@ def send_query(server, sql: bytes) -> socket.socket:
     return sock
 
 
-@pytest.mark.parametrize("sink", ["duckdb", "parquet"])
+@pytest.mark.parametrize("sink", ["duckdb", "parquet", "delta"])
 def test_sigterm_interrupts_a_running_query_and_stops_within_the_grace(start_server, sink):
     server = start_server("--sink", sink, "--shutdown-grace", GRACE)
     assert server.ingest("t", b'{"a":1}\n')[0] == 200

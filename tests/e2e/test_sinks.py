@@ -33,6 +33,27 @@ def test_schema_evolution_adds_and_widens_columns(start_server, sink):
     assert server.stop() == 0
 
 
+def test_delta_schema_evolution_adds_columns_and_refuses_what_would_not_fit(start_server):
+    """Delta cannot widen a BIGINT column (and delta-rs would store 2.5 as 2
+    without a word): that event is dead-lettered with the reason, the rest of
+    its batch lands, new columns join the table."""
+    server = start_server("--sink", "delta", "--batch-events", 2, "--flush-interval", 600_000)
+    assert server.ingest("evo", b'{"a":1,"b":"x"}\n{"a":2,"b":"y"}\n')[0] == 200
+    server.wait_landed("evo", 2)
+    status, _, body = server.http("POST", "/v1/ingest/evo?wait=flushed", b'{"a":2.5,"c":true}\n{"a":3,"d":{"k":[1]}}\n')
+    reply = json.loads(body)
+    assert status == 422 and reply["landed"] == 1 and reply["dead_lettered"] == 1
+    assert "column 'a' is int64 in the Delta table" in reply["reasons"][0]
+    rows = server.query("SELECT a, b, d FROM evo ORDER BY a").to_pylist()
+    assert rows == [{"a": 1, "b": "x", "d": None}, {"a": 2, "b": "y", "d": None}, {"a": 3, "b": None, "d": '{"k":[1]}'}]
+    assert server.stop() == 0
+    from ingest.core.deadletter import DeadLetterStore
+
+    store = DeadLetterStore(server.data_dir / "deadletter")
+    kept = [row for e in store.entries("evo") for row in store.read(e.path).to_pylist()]
+    assert [(row["a"], row["c"]) for row in kept] == [(2.5, True)]
+
+
 def test_parquet_files_are_zstd_and_readable_while_the_server_runs(start_server):
     server = start_server("--sink", "parquet", "--batch-events", 100)
     server.send_tcp(ndjson(1000))
@@ -46,7 +67,7 @@ def test_parquet_files_are_zstd_and_readable_while_the_server_runs(start_server)
     assert server.stop() == 0
 
 
-@pytest.mark.parametrize("sink", ["duckdb", "parquet"])
+@pytest.mark.parametrize("sink", ["duckdb", "parquet", "delta"])
 def test_ingest_query_cli_while_the_server_runs(start_server, sink):
     server = start_server("--sink", sink, "--batch-events", 10)
     server.send_tcp(ndjson(100))
@@ -105,7 +126,7 @@ payload = "json"
 """
 
 
-@pytest.mark.parametrize("sink", ["duckdb", "parquet"])
+@pytest.mark.parametrize("sink", ["duckdb", "parquet", "delta"])
 def test_declared_schema_lands_typed_columns(start_server, tmp_path, sink):
     config = tmp_path / "ingest.toml"
     config.write_text(DECLARED)

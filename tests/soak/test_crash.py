@@ -23,7 +23,7 @@ def acknowledged(path: Path) -> set[int]:
     return ids
 
 
-@pytest.mark.parametrize("sink", ["duckdb", "parquet"])
+@pytest.mark.parametrize("sink", ["duckdb", "parquet", "delta"])
 def test_acknowledged_events_survive_kill_9_exactly_once(start_server, tmp_path, sink):
     rng = random.Random(sink)
     data_dir = tmp_path / "data"

@@ -1,0 +1,36 @@
+"""The sink options the offline commands share with `ingest serve`: a data
+directory uses the sink it was served with (DIR/sink.json) unless flags,
+the environment or --config say otherwise."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ingest.server import config
+from ingest.server.config import Settings
+from ingest.server.state import stored_sink_settings
+
+FLAGS = ("sink", "delta_uri", "delta_endpoint")
+
+
+def add_sink_arguments(parser) -> None:
+    parser.add_argument("--data-dir", type=Path, default=None, help="the server's data directory (default: data)")
+    parser.add_argument("--config", type=Path, metavar="FILE", help="the server's TOML settings file")
+    parser.add_argument("--sink", choices=config.SINKS, default=None,
+                        help="the sink (default: the one the data directory was served with)")
+    parser.add_argument("--delta-uri", default=None, help="--sink delta: file:///path or s3://bucket/prefix")
+    parser.add_argument("--delta-endpoint", default=None, help="--sink delta on s3://: an S3-compatible endpoint")
+
+
+def sink_settings(args) -> Settings:
+    """Settings: flags > environment > --config > DIR/sink.json > defaults."""
+    data_dir = args.data_dir or (config.load(args.config, {}).data_dir if args.config else Path("data"))
+    settings = config.load(args.config, {"data_dir": data_dir, **{k: getattr(args, k) for k in FLAGS}})
+    stored = stored_sink_settings(data_dir)
+    chosen = {k: getattr(args, k) for k in FLAGS if getattr(args, k) is not None}
+    for name, value in stored.items():  # below anything the operator gave
+        if name not in chosen and getattr(settings, name) == getattr(Settings(), name) \
+                and config.env_name(name) not in os.environ:
+            setattr(settings, name, value)
+    settings.validate()
+    return settings
