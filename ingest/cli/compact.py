@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 
-from ingest.cli.sink_options import add_sink_arguments, sink_settings
+from ingest.cli.sink_options import add_sink_arguments, first_line, sink_settings
 from ingest.sinks.registry import SINKS
 
 
@@ -29,7 +29,7 @@ def run(args) -> int:
     try:
         summary = kind.compact(settings, args.table)
     except Exception as exc:  # a missing table, an unreachable store: one line, not a traceback
-        print(f"ingest compact: table {args.table}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"ingest compact: table {args.table}: {type(exc).__name__}: {first_line(exc)}", file=sys.stderr)
         return 1
     print(json.dumps(summary, default=str))
     return 0

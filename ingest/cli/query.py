@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from ingest.server import config
 from ingest.server.config import Settings
-from ingest.server.state import running_server
+from ingest.server.state import running_server, stored_sink_settings
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -76,7 +76,7 @@ def run_query(data_dir: Path, sql: str) -> pa.Table:
     from ingest.sinks.registry import query_offline
 
     try:
-        return query_offline(Settings(data_dir=data_dir), sql)
+        return query_offline(Settings(data_dir=data_dir, **stored_sink_settings(data_dir)), sql)
     except Exception as exc:
         raise QueryError(str(exc)) from None
 

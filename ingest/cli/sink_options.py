@@ -34,3 +34,8 @@ def sink_settings(args) -> Settings:
             setattr(settings, name, value)
     settings.validate()
     return settings
+
+
+def first_line(exc: BaseException) -> str:
+    """An error as one line (delta-rs adds the OS error's debug form on the next)."""
+    return (str(exc).strip().splitlines() or [""])[0]

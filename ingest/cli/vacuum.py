@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from ingest.cli.sink_options import add_sink_arguments, sink_settings
+from ingest.cli.sink_options import add_sink_arguments, first_line, sink_settings
 from ingest.sinks.registry import SINKS
 
 
@@ -30,7 +30,7 @@ def run(args) -> int:
     try:
         removed = kind.vacuum(settings, args.table, args.retain)
     except Exception as exc:
-        print(f"ingest vacuum: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"ingest vacuum: {type(exc).__name__}: {first_line(exc)}", file=sys.stderr)
         return 1
     for path in removed:
         print(path)

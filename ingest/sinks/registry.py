@@ -107,8 +107,9 @@ def open_sink(settings):
 
 
 def query_offline(settings, sql: str):
-    """SQL over what the sinks left in the data directory (the first sink that wrote there)."""
-    for kind in SINKS.values():
+    """SQL over what the sinks left in the data directory: the sink it was
+    served with, else the first sink that wrote there."""
+    for kind in (SINKS[settings.sink], *SINKS.values()):
         if kind.has_data(settings):
             return kind.query(settings, sql)
     return SINKS["parquet"].query(settings, sql)  # nothing landed yet: views over no files, without creating a database
