@@ -102,6 +102,20 @@ def roll_forward(table_directory: Path) -> int:
     return removed
 
 
+def remove_unlanded(table_directory: Path) -> int:
+    """Removes partition files of batches whose landed marker is missing (a
+    write stopped part way; recovery replays the batch, maybe under another
+    id); returns how many. Only while no write into the table is under way."""
+    landed = {path.name[1:-len(LANDED_SUFFIX)] + ".parquet" for path in table_directory.glob(f".{BATCH_PREFIX}*{LANDED_SUFFIX}")}
+    removed = 0
+    for directory in data_directories(table_directory)[1:]:
+        for path in data_files(directory):
+            if batch_file_id(path.name) is not None and path.name not in landed:
+                path.unlink(missing_ok=True)
+                removed += 1
+    return removed
+
+
 def unify(schema: pa.Schema, field: pa.Field) -> tuple[pa.Schema, bool]:
     """The table's schema taking in one column as a batch or file has it:
     a new column is added, a null-typed column takes the first real type,

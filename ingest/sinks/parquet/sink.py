@@ -54,6 +54,8 @@ class ParquetSink:
         for directory in (p for p in root.iterdir() if p.is_dir()):
             if layout.roll_forward(directory):  # a compaction stopped between its rename and its unlinks
                 log.info("table %s: removed files a compacted file already holds", directory.name)
+            if layout.remove_unlanded(directory):  # replayed from the log, perhaps batched otherwise
+                log.info("table %s: removed the partition files of batches that had not all landed", directory.name)
 
     def resolve_table(self, table: str) -> str:
         """The table's name as the sink spells it (case-insensitive)."""
