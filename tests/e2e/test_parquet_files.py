@@ -156,3 +156,25 @@ def test_compaction_while_the_server_writes_keeps_every_row_once(start_server):
     assert server.query(sql).to_pylist() == [{"n": requests * per_request, "ids": requests * per_request}]
     assert rows(read_pyarrow(root / "t"), ["id"]) == [{"id": n} for n in range(requests * per_request)]
     assert server.stop() == 0
+
+
+def test_the_readme_reads_run_as_pasted(start_server):
+    """The code blocks of README.md's "Reading the Parquet files", DIR replaced."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("### Reading the Parquet files", 1)[1].split("\n## ", 1)[0]
+    blocks = dict((kind, code) for kind, code in re.findall(r"```(sql|python)\n(.*?)```", section, re.S))
+    server = start_server("--sink", "parquet", "--partition-by", "date(ts)")
+    ingest_flushed(server, "events", events(0, 1, a=1))
+    ingest_flushed(server, "events", events(1, 1, DAY2, a=5.5, new="x"))
+    data_dir = str(server.data_dir)
+    sql = blocks["sql"].replace("DIR", data_dir).split("\n", 1)[1]
+    expected = [{"id": 0, "a": 1.0, "new": None}, {"id": 1, "a": 5.5, "new": "x"}]
+    assert rows(duckdb.sql(sql).arrow().read_all(), ["id", "a", "new"]) == expected
+    scope = {}
+    exec(blocks["python"].replace("DIR", data_dir), scope)
+    assert rows(scope["table"], ["id", "a", "new"]) == expected
+    assert rows(scope["frame"].to_arrow(), ["id", "a", "new"]) == expected
+    assert server.stop() == 0
