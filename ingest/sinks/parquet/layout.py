@@ -106,7 +106,8 @@ def remove_unlanded(table_directory: Path) -> int:
     """Removes partition files of batches whose landed marker is missing (a
     write stopped part way; recovery replays the batch, maybe under another
     id); returns how many. Only while no write into the table is under way."""
-    landed = {path.name[1:-len(LANDED_SUFFIX)] + ".parquet" for path in table_directory.glob(f".{BATCH_PREFIX}*{LANDED_SUFFIX}")}
+    landed = {path.name[1:-len(LANDED_SUFFIX)] + ".parquet"
+              for path in table_directory.glob(f".{BATCH_PREFIX}*{LANDED_SUFFIX}")}
     removed = 0
     for directory in data_directories(table_directory)[1:]:
         for path in data_files(directory):
