@@ -35,7 +35,7 @@ def _query_duckdb(settings, sql):
 
 def _open_parquet(settings):
     from ingest.sinks.parquet import ParquetSink
-    return ParquetSink(settings.parquet_dir)
+    return ParquetSink(settings.parquet_dir, settings.partition_keys)
 
 
 def _query_parquet(settings, sql):
