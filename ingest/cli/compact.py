@@ -4,10 +4,8 @@ commit conflict; Parquet: each partition's batch files merged into one)."""
 from __future__ import annotations
 
 import json
-import sys
 
-from ingest.cli.sink_options import add_sink_arguments, first_line, sink_settings
-from ingest.sinks.registry import SINKS
+from ingest.cli.sink_options import add_sink_arguments, run_on_sink
 
 
 def add_parser(subparsers) -> None:
@@ -21,15 +19,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    settings = sink_settings(args)
-    kind = SINKS[settings.sink]
-    if kind.compact is None:
-        print(f"ingest compact: the {settings.sink} sink keeps its own files compact (nothing to do)", file=sys.stderr)
-        return 2
-    try:
-        summary = kind.compact(settings, args.table)
-    except Exception as exc:  # a missing table, an unreachable store: one line, not a traceback
-        print(f"ingest compact: table {args.table}: {type(exc).__name__}: {first_line(exc)}", file=sys.stderr)
-        return 1
-    print(json.dumps(summary, default=str))
-    return 0
+    status, summary = run_on_sink(args, "compact", "compact", "keeps its own files compact", args.table)
+    if status == 0:
+        print(json.dumps(summary, default=str))
+    return status

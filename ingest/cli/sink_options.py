@@ -4,6 +4,7 @@ the environment or --config say otherwise."""
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from ingest.server import config
@@ -39,3 +40,21 @@ def sink_settings(args) -> Settings:
 def first_line(exc: BaseException) -> str:
     """An error as one line (delta-rs adds the OS error's debug form on the next)."""
     return (str(exc).strip().splitlines() or [""])[0]
+
+
+def run_on_sink(args, command: str, operation: str, nothing_to_do: str, *arguments):
+    """Runs the sink's `operation` (a SinkKind field: compact, vacuum) with
+    `arguments`; returns (exit status, its result). A sink without it, or
+    a failure, is one line on stderr."""
+    from ingest.sinks.registry import SINKS
+
+    settings = sink_settings(args)
+    function = getattr(SINKS[settings.sink], operation)
+    if function is None:
+        print(f"ingest {command}: the {settings.sink} sink {nothing_to_do} (nothing to do)", file=sys.stderr)
+        return 2, None
+    try:
+        return 0, function(settings, *arguments)
+    except Exception as exc:  # a missing table, an unreachable store: one line, not a traceback
+        print(f"ingest {command}: {type(exc).__name__}: {first_line(exc)}", file=sys.stderr)
+        return 1, None

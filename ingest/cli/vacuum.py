@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from ingest.cli.sink_options import add_sink_arguments, first_line, sink_settings
-from ingest.sinks.registry import SINKS
+from ingest.cli.sink_options import add_sink_arguments, run_on_sink
 
 
 def add_parser(subparsers) -> None:
@@ -22,17 +21,9 @@ def run(args) -> int:
     if args.retain < 0:
         print("ingest vacuum: --retain must not be negative", file=sys.stderr)
         return 2
-    settings = sink_settings(args)
-    kind = SINKS[settings.sink]
-    if kind.vacuum is None:
-        print(f"ingest vacuum: the {settings.sink} sink deletes replaced files at once (nothing to do)", file=sys.stderr)
-        return 2
-    try:
-        removed = kind.vacuum(settings, args.table, args.retain)
-    except Exception as exc:
-        print(f"ingest vacuum: {type(exc).__name__}: {first_line(exc)}", file=sys.stderr)
-        return 1
-    for path in removed:
+    status, removed = run_on_sink(args, "vacuum", "vacuum", "deletes replaced files at once", args.table, args.retain)
+    for path in removed or ():
         print(path)
-    print(f"removed {len(removed)} file(s)", file=sys.stderr)
-    return 0
+    if status == 0:
+        print(f"removed {len(removed)} file(s)", file=sys.stderr)
+    return status
