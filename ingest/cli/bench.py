@@ -94,7 +94,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--seed", type=int, default=42, metavar="N", help="corpus seed: the same seed, the same bytes (default 42)")
     parser.add_argument("--shape", choices=("nested", "flat", "both"), default="nested",
                         help="events with a nested object (landed as JSON) or only scalars (default nested)")
-    parser.add_argument("--sink", choices=("duckdb", "parquet", "both"), default=None,
+    parser.add_argument("--sink", choices=("duckdb", "parquet", "delta", "both"), default=None,
                         help="sink(s) of the servers started (default both; --quick duckdb)")
     parser.add_argument("--cases", metavar="PATTERNS", help="which cases and baselines to run (see below)")
     parser.add_argument("--clients", type=_positive, metavar="N",
