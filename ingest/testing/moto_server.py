@@ -32,6 +32,7 @@ class MotoServer:
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         executable = Path(sys.executable).with_name("moto_server")  # moto[server]'s console script, beside python
+        self.log_path = log_path
         self._log = open(log_path or os.devnull, "w")
         self.proc = subprocess.Popen([str(executable), "-H", "127.0.0.1", "-p", str(self.port)],
                                      stdout=self._log, stderr=subprocess.STDOUT)
@@ -61,6 +62,13 @@ class MotoServer:
         return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
                             aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
                             region_name=CREDENTIALS["AWS_REGION"])
+
+    def log(self) -> str:
+        """What moto_server printed: one line per request, with its status."""
+        if self.log_path is None:
+            return ""
+        self._log.flush()
+        return self.log_path.read_text()
 
     def _answers(self) -> bool:
         if self.proc.poll() is not None:

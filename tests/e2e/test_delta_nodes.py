@@ -16,6 +16,8 @@ import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 uri, name, first, commits, options = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), json.loads(sys.argv[5])
 table = DeltaTable(uri, storage_options=options or None)
+print("ready", flush=True)
+sys.stdin.readline()  # all writers start together
 won = []
 for n in range(commits):
     write_deltalake(table, pa.table({"id": [first + n], "writer": [name]}), mode="append",
@@ -25,7 +27,7 @@ print(json.dumps(won))
 """
 
 
-def test_concurrent_writers_never_both_win_a_version(lake):
+def test_concurrent_writers_never_both_win_a_version(request, lake):
     """Each commit is a conditional create of the next _delta_log/N.json: if
     two writers could both create N, one commit (its rows, its watermark)
     would be silently lost."""
@@ -36,8 +38,14 @@ def test_concurrent_writers_never_both_win_a_version(lake):
     write_deltalake(uri, pa.table({"id": [-1], "writer": ["setup"]}), storage_options=options)
     writers, commits = 3, 12
     processes = [subprocess.Popen([sys.executable, "-c", WRITER, uri, f"w{w}", str(w * 1000), str(commits),
-                                   json.dumps(lake.storage_options)], stdout=subprocess.PIPE, text=True)
+                                   json.dumps(lake.storage_options)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  text=True)
                  for w in range(writers)]
+    for process in processes:
+        assert process.stdout.readline() == "ready\n"
+    for process in processes:
+        process.stdin.write("go\n")
+        process.stdin.flush()
     won = [json.loads(p.communicate(timeout=120)[0]) for p in processes]
     assert all(p.returncode == 0 for p in processes)
     versions = sorted(v for versions in won for v in versions)
@@ -46,6 +54,10 @@ def test_concurrent_writers_never_both_win_a_version(lake):
     ids = table.to_pyarrow_table(columns=["id"]).column("id").to_pylist()
     assert len(ids) == len(set(ids)) == writers * commits + 1
     assert [table.transaction_version(f"w{w}") for w in range(writers)] == [commits] * writers
+    if "moto_s3" in request.fixturenames:  # the race was run: the store refused a second create of a version
+        refused = [line for line in request.getfixturevalue("moto_s3").log().splitlines()
+                   if "PUT /" in line and "/race/_delta_log/" in line and '" 412 ' in line]
+        assert refused
 
 
 def test_a_crash_between_commit_and_log_cleanup_replays_nothing_twice(start_server, tmp_path, lake):
