@@ -84,3 +84,13 @@ def test_three_nodes_one_table_kill_9_one_acknowledged_events_land_exactly_once(
     assert all(table.transaction_version(name) is not None for name in NODES)  # each node's watermark
     for server in servers.values():
         assert server.stop() == 0
+
+
+def test_the_scale_out_bench_runs_and_prints_its_table():
+    """bench/scale_out.py --quick end to end; its figures are never asserted."""
+    bench = Path(__file__).resolve().parents[2] / "bench" / "scale_out.py"
+    result = subprocess.run([sys.executable, str(bench), "--quick", "--nodes", "1", "2"], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = [line.split() for line in result.stdout.splitlines() if line.split()[:1] in (["1"], ["2"])]
+    assert [row[0] for row in rows] == ["1", "2"] and rows[0][3] == "1.00x"
