@@ -11,8 +11,9 @@ NDJSON bodies back to back for `--seconds` (every event its own id). Then
 waits until every node has landed all it acknowledged. Prints, per node
 count, events/s acknowledged during the load, events/s landed (every
 acknowledged event committed to the Delta table, counted from the start of
-the load to the last commit), the Delta commits made, and the ratio to one
-node. The machine's cores are shared by the servers and the senders.
+the load to the last commit), the ratio to one node, the Delta commits
+made, and how busy the machine's cores were during the load (all of them,
+from /proc/stat): the servers and the senders share them.
 """
 from __future__ import annotations
 
@@ -37,6 +38,17 @@ def body_template(batch: int) -> bytes:
     """One body with a %s where each event's id goes: filled anew per request."""
     return b"".join(b'{"id":"%%s","user":"user%d","event":"page_view","path":"/products/%d","ms":%d}\n'
                     % (n % 1000, n % 97, n % 5000) for n in range(batch))
+
+
+def cpu_times() -> tuple[int, int]:
+    """(busy, total) jiffies of all cores since boot, from /proc/stat (Linux); (0, 0) elsewhere."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = [int(v) for v in stat.readline().split()[1:]]
+    except OSError:
+        return 0, 0
+    idle = fields[3] + fields[4]  # idle, iowait
+    return sum(fields) - idle, sum(fields)
 
 
 def sender(port: int, batch: int, seconds: float, ready, go, results) -> None:
@@ -73,10 +85,10 @@ def measure(nodes: int, senders: int, batch: int, seconds: float, flush_interval
                 process.start()
             for _ in processes:
                 ready.acquire()
-            started = time.monotonic()
+            started, cpu_before = time.monotonic(), cpu_times()
             go.set()
             acknowledged = sum(results.get() for _ in processes)
-            load_ended = time.monotonic()
+            load_ended, cpu_after = time.monotonic(), cpu_times()
             for process in processes:
                 process.join()
             for server in servers:
@@ -90,7 +102,8 @@ def measure(nodes: int, senders: int, batch: int, seconds: float, flush_interval
                 server.stop()
         commits = DeltaTable(f"{uri}/{TABLE}").version() + 1
     return {"acknowledged": acknowledged / (load_ended - started), "landed": acknowledged / (landed_at - started),
-            "commits": commits}
+            "commits": commits,
+            "cpu": (cpu_after[0] - cpu_before[0]) / max(1, cpu_after[1] - cpu_before[1])}
 
 
 def main() -> int:
@@ -107,10 +120,10 @@ def main() -> int:
     base = rows[options.nodes[0]]
     print(f"{options.senders} senders x {options.batch}-event NDJSON bodies, {seconds:g} s per node count, "
           f"--flush-interval {options.flush_interval}, one file:// Delta table, {os.cpu_count()} cores")
-    print(f"{'nodes':>5}  {'acknowledged/s':>14}  {'landed/s':>10}  {'ratio':>5}  {'commits':>7}")
+    print(f"{'nodes':>5}  {'acknowledged/s':>14}  {'landed/s':>10}  {'ratio':>5}  {'commits':>7}  {'cpu busy':>8}")
     for n, row in rows.items():
         print(f"{n:>5}  {row['acknowledged']:>14,.0f}  {row['landed']:>10,.0f}  "
-              f"{row['landed'] / base['landed']:>4.2f}x  {row['commits']:>7}")
+              f"{row['landed'] / base['landed']:>4.2f}x  {row['commits']:>7}  {row['cpu']:>8.0%}")
     return 0
 
 
