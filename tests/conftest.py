@@ -82,3 +82,32 @@ def start_server(tmp_path):
         if server.proc.poll() is None:
             server.proc.kill()
             server.proc.wait()
+
+
+@pytest.fixture
+def moto_s3(tmp_path):
+    """An S3 store on loopback: moto_server in a subprocess with one bucket
+    (MotoServer: endpoint, bucket, env, uri(prefix), storage_options()),
+    stopped by its pid at teardown."""
+    from ingest.testing.moto_server import MotoServer
+
+    store = MotoServer(log_path=tmp_path / "moto.log")
+    yield store
+    store.stop()
+
+
+class Lake(NamedTuple):
+    """Where a test's Delta tables go, and what a server needs to write there."""
+    uri: str
+    args: tuple  # `ingest serve` flags beside --delta-uri
+    env: dict  # beside os.environ
+    storage_options: dict  # for deltalake in the test itself
+
+
+@pytest.fixture(params=["file", "s3"])
+def lake(request, tmp_path):
+    """A Delta root on the local filesystem, then on S3 (moto)."""
+    if request.param == "file":
+        return Lake((tmp_path / "lake").as_uri(), (), {}, {})
+    store = request.getfixturevalue("moto_s3")
+    return Lake(store.uri("lake"), ("--delta-endpoint", store.endpoint), store.env, store.storage_options())
