@@ -113,6 +113,9 @@ class Settings:
             raise ConfigError(f"partition_by takes effect with --sink delta or parquet, not {self.sink}")
         if self.delta_uri and not self.delta_uri.startswith(("file://", "s3://", "s3a://", "/")):
             raise ConfigError(f"delta_uri must be file:///path or s3://bucket/prefix, not {self.delta_uri!r}")
+        if self.sink == "delta" and self.batch_events >= 1 << 24:
+            raise ConfigError(f"batch_events must be under {1 << 24} with --sink delta (a batch's rows are recorded in "
+                              f"24 bits of its Delta app transaction), not {self.batch_events}")
         if self.node_id and not all(c.isalnum() or c in "-_." for c in self.node_id):
             raise ConfigError(f"node_id may hold letters, digits, '-', '_' and '.', not {self.node_id!r}")
         for name in ("retry_attempts", "retry_timeout", "retry_base_ms", "shutdown_grace", "sink_delay_ms",

@@ -96,3 +96,11 @@ def test_the_node_id_is_made_once_and_kept(tmp_path):
     assert node_id(tmp_path / "e", "east-1") == "east-1" == node_id(tmp_path / "e")
     with pytest.raises(NodeIdMismatch, match="belongs to node 'east-1'"):
         node_id(tmp_path / "e", "west-1")
+
+
+def test_batches_too_large_to_record_are_refused_at_start():
+    from ingest.server.config import ConfigError, Settings
+
+    Settings(sink="delta", batch_events=(1 << 24) - 1).validate()
+    with pytest.raises(ConfigError, match="batch_events must be under 16777216 with --sink delta"):
+        Settings(sink="delta", batch_events=1 << 24).validate()
