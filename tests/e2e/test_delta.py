@@ -83,3 +83,35 @@ def test_operator_mistakes_are_one_line_errors(start_server, tmp_path):
     assert "error: delta_uri must be file:///path or s3://bucket/prefix, not 'ftp://x/y'" in bad_uri.stderr
     missing = ingest_cli("compact", "--table", "nothing_here", "--data-dir", data_dir)
     assert missing.returncode == 1 and len(missing.stderr.strip().splitlines()) == 1, missing.stderr
+
+
+def test_the_readme_delta_example_runs_as_pasted(tmp_path, monkeypatch):
+    """README.md's "Delta Lake" shell lines and readers, in a fresh directory."""
+    import os
+    import re
+    import shlex
+    from pathlib import Path
+
+    from ingest.testing.server_process import ServerProcess
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("### Delta Lake: one table from many servers", 1)[1].split("\n## ", 1)[0]
+    shell, python = re.findall(r"```\n(.*?)```", section, re.S)[0], re.findall(r"```python\n(.*?)```", section, re.S)[0]
+    serve_line, send_line, query_line = (shlex.split(line) for line in shell.strip().splitlines())
+    assert serve_line[:2] == ["ingest", "serve"] and send_line[0] == "curl" and query_line[:2] == ["ingest", "query"]
+    monkeypatch.chdir(tmp_path)  # the README's relative paths; its --data-dir, last, wins over the fixture's
+    server = ServerProcess(tmp_path / "data-delta", serve_line[2:], dict(os.environ))
+    try:
+        url = send_line[send_line.index("-s") + 1]
+        status, _, reply = server.http("POST", url[url.index("/v1/"):], send_line[-1].encode())
+        assert status == 200 and json.loads(reply)["landed"] == 1
+        assert server.stop() == 0
+    finally:
+        if server.proc.poll() is None:
+            server.proc.kill()
+    done = ingest_cli(*query_line[1:], "--format", "json")  # as pasted, output as JSON
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"ts_date": "2026-12-07", "count_star()": 1}
+    scope = {}
+    exec(python, scope)
+    assert scope["events"].count_rows() == 1

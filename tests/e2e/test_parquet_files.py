@@ -164,7 +164,7 @@ def test_the_readme_reads_run_as_pasted(start_server):
     from pathlib import Path
 
     readme = (Path(__file__).parents[2] / "README.md").read_text()
-    section = readme.split("### Reading the Parquet files", 1)[1].split("\n## ", 1)[0]
+    section = readme.split("### Reading the Parquet files", 1)[1].split("\n## ", 1)[0].split("\n### ", 1)[0]
     blocks = dict((kind, code) for kind, code in re.findall(r"```(sql|python)\n(.*?)```", section, re.S))
     server = start_server("--sink", "parquet", "--partition-by", "date(ts)")
     ingest_flushed(server, "events", events(0, 1, a=1))
