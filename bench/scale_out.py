@@ -18,17 +18,15 @@ from /proc/stat): the servers and the senders share them.
 from __future__ import annotations
 
 import argparse
-import http.client
-import multiprocessing
 import os
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from http_load import run_senders  # noqa: E402  (bench/, beside this script)
 from ingest.testing.server_process import ServerProcess, poll  # noqa: E402
 
 TABLE = "clicks"
@@ -51,23 +49,6 @@ def cpu_times() -> tuple[int, int]:
     return sum(fields) - idle, sum(fields)
 
 
-def sender(port: int, batch: int, seconds: float, ready, go, results) -> None:
-    template, prefix = body_template(batch), uuid.uuid4().hex.encode()
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-    ready.release()
-    go.wait()
-    sent, deadline, request = 0, time.monotonic() + seconds, 0
-    while time.monotonic() < deadline:
-        ids = tuple(b"%s-%d-%d" % (prefix, request, i) for i in range(batch))
-        connection.request("POST", f"/v1/ingest/{TABLE}", template % ids, {"Content-Type": "application/x-ndjson"})
-        answer = connection.getresponse()
-        answer.read()
-        if answer.status == 200:
-            sent += batch
-        request += 1
-    results.put(sent)
-
-
 def measure(nodes: int, senders: int, batch: int, seconds: float, flush_interval: int) -> dict:
     from deltalake import DeltaTable
 
@@ -78,19 +59,12 @@ def measure(nodes: int, senders: int, batch: int, seconds: float, flush_interval
                                                       "--flush-interval", str(flush_interval)], dict(os.environ))
                    for n in range(nodes)]
         try:
-            ready, go, results = multiprocessing.Semaphore(0), multiprocessing.Event(), multiprocessing.Queue()
-            processes = [multiprocessing.Process(target=sender, args=(servers[s % nodes].http_port, batch, seconds,
-                                                                      ready, go, results)) for s in range(senders)]
-            for process in processes:
-                process.start()
-            for _ in processes:
-                ready.acquire()
-            started, cpu_before = time.monotonic(), cpu_times()
-            go.set()
-            acknowledged = sum(results.get() for _ in processes)
+            marks = {}
+            acknowledged = run_senders(
+                [servers[s % nodes].http_port for s in range(senders)], f"/v1/ingest/{TABLE}", "application/x-ndjson",
+                body_template(batch), batch, seconds, lambda: marks.update(started=time.monotonic(), cpu=cpu_times()))
+            started, cpu_before = marks["started"], marks["cpu"]
             load_ended, cpu_after = time.monotonic(), cpu_times()
-            for process in processes:
-                process.join()
             for server in servers:
                 poll(lambda: server.stats(TABLE).get("buffered", 0) == 0, timeout=300, interval=0.01,
                      what=f"node {server.data_dir.name} to land what it acknowledged")

@@ -14,17 +14,14 @@ retry is deduplicated away. Prints events/s for each and the ratio.
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
-import multiprocessing
 import sys
 import tempfile
-import time
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from http_load import run_senders  # noqa: E402  (bench/, beside this script)
 from ingest.testing.server_process import ServerProcess  # noqa: E402
 
 
@@ -42,38 +39,10 @@ def body_template(endpoint: str, batch: int) -> bytes:
     return b"".join(json.dumps(m).encode() + b"\n" for m in messages)
 
 
-def sender(port: int, endpoint: str, batch: int, seconds: float, ready, go, results) -> None:
+def measure(port: int, endpoint: str, senders: int, batch: int, seconds: float) -> float:
     path, content_type = (("/v1/batch", "application/json") if endpoint == "segment"
                           else ("/v1/ingest/ndjson_tracks", "application/x-ndjson"))
-    template, prefix = body_template(endpoint, batch), uuid.uuid4().hex.encode()
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    ready.release()
-    go.wait()
-    sent, deadline, request = 0, time.monotonic() + seconds, 0
-    while time.monotonic() < deadline:
-        ids = tuple(b"%s-%d-%d" % (prefix, request, i) for i in range(batch))
-        connection.request("POST", path, template % ids, {"Content-Type": content_type})
-        answer = connection.getresponse()
-        answer.read()
-        if answer.status == 200:
-            sent += batch
-        request += 1
-    results.put(sent)
-
-
-def measure(port: int, endpoint: str, senders: int, batch: int, seconds: float) -> float:
-    ready, go, results = multiprocessing.Semaphore(0), multiprocessing.Event(), multiprocessing.Queue()
-    processes = [multiprocessing.Process(target=sender, args=(port, endpoint, batch, seconds, ready, go, results))
-                 for _ in range(senders)]
-    for process in processes:
-        process.start()
-    for _ in processes:
-        ready.acquire()
-    go.set()
-    total = sum(results.get() for _ in processes)
-    for process in processes:
-        process.join()
-    return total / seconds
+    return run_senders([port] * senders, path, content_type, body_template(endpoint, batch), batch, seconds) / seconds
 
 
 def main() -> int:
