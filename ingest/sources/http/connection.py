@@ -43,7 +43,8 @@ from ingest.sources.auth import CHALLENGE, Token, Unauthenticated
 from ingest.sources.base import IntakeContext
 from ingest.sources.refusals import RefusalLog
 from ingest.sources.formats.compression import CorruptBody, UnsupportedEncoding, decompressor
-from ingest.sources.http.responses import RETRY_LATER, HttpError, Reply, error_reply, refusal_reason, render
+from ingest.sources.http.responses import (RETRY_LATER, HttpError, Reply, error_reply, refusal_reason, render,
+                                           token_refusal)
 from ingest.sources.http.router import Match, Request, Router
 
 log = logging.getLogger("ingest.http")
@@ -282,16 +283,10 @@ class HttpIngestProtocol(asyncio.Protocol):
                 return HttpError(401, str(exc), headers=CHALLENGE)
             self._identified = (authorization, token)
         table = self._match.params.get(route.table_param, "") if route.table_param is not None else None
-        forbidden = token.forbids(route.scopes, table, f"call {self._match.template}")
-        if forbidden is not None:
-            observe("forbidden", token.name)
-            return HttpError(403, forbidden)
-        limited = token.rate_limited()
-        if limited is not None:
-            observe("rate_limited", token.name)
-            return HttpError(429, limited.message(token), headers=limited.headers())
-        self._token = token
-        return None
+        refusal = token_refusal(token, route.scopes, (table,), f"call {self._match.template}", observe)
+        if refusal is None:
+            self._token = token
+        return refusal
 
     def on_body(self, chunk: bytes) -> None:
         if self._closing or self._early_error is not None:

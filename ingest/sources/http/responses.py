@@ -67,3 +67,19 @@ def refusal_reason(response: bytes) -> str:
         return str(document.get("error") or errors[0].get("error") or document.get("status") or status_line[13:].decode())
     except (ValueError, AttributeError, TypeError):
         return status_line[13:].decode("latin-1")
+
+
+def token_refusal(token, scopes, tables, what: str, observe) -> HttpError | None:
+    """403 when `token` may not use `scopes` on one of `tables` (`what` the
+    caller tried), 429 when it is over its quota, else None; each refusal
+    counted by `observe(reason, token name)`."""
+    for table in tables:
+        forbidden = token.forbids(scopes, table, what)
+        if forbidden is not None:
+            observe("forbidden", token.name)
+            return HttpError(403, forbidden)
+    limited = token.rate_limited()
+    if limited is not None:
+        observe("rate_limited", token.name)
+        return HttpError(429, limited.message(token), headers=limited.headers())
+    return None

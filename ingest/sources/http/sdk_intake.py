@@ -26,7 +26,7 @@ from ingest.sources.auth import CHALLENGE, Token, Unauthenticated, presented_sec
 from ingest.sources.base import IntakeContext
 from ingest.sources.formats.ndjson import decode_ndjson
 from ingest.sources.http.ingest_api import Accepted, IngestApi, admit
-from ingest.sources.http.responses import JSON_TYPE, HttpError
+from ingest.sources.http.responses import JSON_TYPE, HttpError, token_refusal
 from ingest.sources.http.router import Request
 
 
@@ -63,15 +63,9 @@ class SdkIntake:
         except Unauthenticated as exc:
             observe("unauthenticated", "")
             raise HttpError(401, str(exc), headers=CHALLENGE) from None
-        for table in tables:
-            forbidden = token.forbids(("write",), table, f"send {self.source} messages")
-            if forbidden is not None:
-                observe("forbidden", token.name)
-                raise HttpError(403, forbidden)
-        limited = token.rate_limited()
-        if limited is not None:
-            observe("rate_limited", token.name)
-            raise HttpError(429, limited.message(token), headers=limited.headers())
+        refusal = token_refusal(token, ("write",), tables, f"send {self.source} messages", observe)
+        if refusal is not None:
+            raise refusal
         return token
 
     async def land(self, request: Request, token: Token | None, messages: list[Message],
