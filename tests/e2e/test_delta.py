@@ -97,8 +97,11 @@ def test_the_readme_delta_example_runs_as_pasted(tmp_path, monkeypatch):
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     section = readme.split("### Delta Lake: one table from many servers", 1)[1].split("\n## ", 1)[0]
     shell, python = re.findall(r"```\n(.*?)```", section, re.S)[0], re.findall(r"```python\n(.*?)```", section, re.S)[0]
-    serve_line, send_line, query_line = (shlex.split(line) for line in shell.strip().splitlines())
-    assert serve_line[:2] == ["ingest", "serve"] and send_line[0] == "curl" and query_line[:2] == ["ingest", "query"]
+    install_line, serve_line, send_line, query_line = (shlex.split(line, comments=True)
+                                                       for line in shell.strip().splitlines())
+    assert install_line == [".venv/bin/pip", "install", "-e", ".[delta]"]  # what this test's venv already has
+    assert serve_line[:2] == [".venv/bin/ingest", "serve"] and send_line[0] == "curl"
+    assert query_line[:2] == [".venv/bin/ingest", "query"]
     monkeypatch.chdir(tmp_path)  # the README's relative paths; its --data-dir, last, wins over the fixture's
     server = ServerProcess(tmp_path / "data-delta", serve_line[2:], dict(os.environ))
     try:
