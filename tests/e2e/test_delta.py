@@ -99,7 +99,7 @@ def test_the_readme_delta_example_runs_as_pasted(tmp_path, monkeypatch):
     shell, python = re.findall(r"```\n(.*?)```", section, re.S)[0], re.findall(r"```python\n(.*?)```", section, re.S)[0]
     install_line, serve_line, send_line, query_line = (shlex.split(line, comments=True)
                                                        for line in shell.strip().splitlines())
-    assert install_line == [".venv/bin/pip", "install", "-e", ".[delta]"]  # what this test's venv already has
+    assert install_line == [".venv/bin/pip", "install", "-e", ".[delta]", "polars"]  # this test's venv has them
     assert serve_line[:2] == [".venv/bin/ingest", "serve"] and send_line[0] == "curl"
     assert query_line[:2] == [".venv/bin/ingest", "query"]
     monkeypatch.chdir(tmp_path)  # the README's relative paths; its --data-dir, last, wins over the fixture's
