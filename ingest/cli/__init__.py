@@ -6,12 +6,12 @@ import argparse
 import sys
 
 from ingest import __version__
-from ingest.cli import bench, compact, deadletter, query, serve, vacuum, wal
+from ingest.cli import bench, compact, deadletter, import_, query, serve, vacuum, wal
 from ingest.cli.query import QueryError, print_table, run_query  # noqa: F401  (the import path tools and tests use)
 from ingest.server.config import ConfigError
 
-COMMANDS = {"serve": serve, "query": query, "bench": bench, "deadletter": deadletter, "wal": wal,
-            "compact": compact, "vacuum": vacuum}  # as `--help` lists them
+COMMANDS = {"serve": serve, "import": import_, "query": query, "bench": bench, "deadletter": deadletter,
+            "wal": wal, "compact": compact, "vacuum": vacuum}  # as `--help` lists them
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -83,14 +83,15 @@ class Request:
 
 
 def ingest_request(path: str, table: str, body: bytes, *, wait: str, gzip: bool, wait_timeout: float,
-                   timeout: float, key: str | None = None, token: str | None = None) -> Request:
+                   timeout: float, key: str | None = None, token: str | None = None,
+                   content_type: str = NDJSON) -> Request:
     """One POST /v1/ingest/{table}; `key` defaults to a fresh one, kept by
     every retry; `token` is sent as `Authorization: Bearer <token>`."""
     query = f"wait={wait}"
     if wait == "flushed":
         query += f"&timeout={wait_timeout:g}"
         timeout += wait_timeout  # the server may hold the answer that long
-    headers = {"Content-Type": NDJSON, "Idempotency-Key": key or str(uuid.uuid4())}
+    headers = {"Content-Type": content_type, "Idempotency-Key": key or str(uuid.uuid4())}
     if token:
         headers["Authorization"] = f"Bearer {token}"
     if gzip:

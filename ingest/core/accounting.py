@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 # why a batch was sealed; every table reports all of these
 SEAL_TRIGGERS = ("events", "bytes", "age", "wait", "shutdown", "replay")
 ARROW_TRIGGER = "arrow"  # rows that came structured, and the lines sealed ahead of them; reported once it happens
+PLACED_TRIGGER = "import"  # an import's batch (one stretch of a file), and the lines sealed ahead of it
 
 
 @dataclass

@@ -11,37 +11,52 @@ import pyarrow as pa
 from ingest.core.receipts import Receipt
 
 
+LOG_SEPARATOR = "@"  # between a log's name and the positions in a batch id's text
+
+
 @dataclass(frozen=True)
 class BatchId:
-    """Which write-ahead-log records a batch holds (first..last lsn of its
-    table), and for a bisected write which rows of it. A sink records the id
-    in the same commit as the rows and skips an id it already has, so a
-    batch replayed after a crash never lands twice."""
+    """Which records of a log a batch holds, and for a bisected write which
+    rows of it. The log is this node's write-ahead log (`log` = "", the
+    positions its first..last lsn) unless `log` names another: an import
+    reads each input file as a log of its own, its positions the batch's
+    first and end offset in the file. A sink records the id in the same
+    commit as the rows and skips an id it already has, so a batch replayed
+    after a crash never lands twice."""
 
     first_lsn: int
     last_lsn: int
     offset: int = 0
     length: int = -1  # -1: the whole batch
+    log: str = ""  # "": the write-ahead log; else e.g. "import-3f9a0c2b1d4e-1-0" (letters, digits, -)
 
     @property
     def whole(self) -> bool:
         return self.length < 0
 
+    @property
+    def batch(self) -> "BatchId":
+        """The whole batch this id (or slice of it) belongs to."""
+        return BatchId(self.first_lsn, self.last_lsn, log=self.log)
+
     def slice(self, offset: int, length: int) -> "BatchId":
-        return BatchId(self.first_lsn, self.last_lsn, self.offset + offset, length)
+        return BatchId(self.first_lsn, self.last_lsn, self.offset + offset, length, self.log)
 
     def __str__(self) -> str:
         text = f"{self.first_lsn:012d}-{self.last_lsn:012d}"
+        if self.log:
+            text = f"{self.log}{LOG_SEPARATOR}{text}"
         return text if self.whole else f"{text}.{self.offset}+{self.length}"
 
     @classmethod
     def parse(cls, text: str) -> "BatchId":
+        log, _, text = text.rpartition(LOG_SEPARATOR)
         lsns, _, rows = text.partition(".")
         first, last = (int(n) for n in lsns.split("-"))
         if not rows:
-            return cls(first, last)
+            return cls(first, last, log=log)
         offset, length = (int(n) for n in rows.split("+"))
-        return cls(first, last, offset, length)
+        return cls(first, last, offset, length, log)
 
 
 @dataclass
@@ -53,11 +68,14 @@ class Ledger:
     partial: dict  # table -> set of (first_lsn, last_lsn)
 
     @classmethod
-    def from_ids(cls, ids) -> "Ledger":
-        """From (table, BatchId) pairs; a whole id completes its batch."""
+    def from_ids(cls, ids, log: str = "") -> "Ledger":
+        """From (table, BatchId) pairs, those of `log` ("": the write-ahead
+        log); a whole id completes its batch."""
         complete: dict = {}
         partial: dict = {}
         for table, batch_id in ids:
+            if batch_id.log != log:
+                continue
             target = complete if batch_id.whole else partial
             target.setdefault(table, set()).add((batch_id.first_lsn, batch_id.last_lsn))
         for table, ranges in partial.items():
@@ -84,6 +102,7 @@ class Sealed:
     structured: pa.RecordBatch | None = None  # rows that skip the encoder (append_batch)
     rejected: list = field(default_factory=list)  # (line index, reason) from the encoder
     dead_lettered: list = field(default_factory=list)  # (row offset, rows, reason) that did not land
+    origin: object = None  # callable(line index) -> where that line came from ("file:line"), for rejections
 
     def settle_receipts(self) -> None:
         """Tells each receipt what became of its lines. A group's rows are its

@@ -71,9 +71,11 @@ class DeadLetterStore:
         self._lock = threading.Lock()
 
     def put_rejected(self, table: str, lines: list[bytes], errors: list[str], source: str, reason: str,
-                     batch_id: BatchId | None = None, settles: bool = False) -> Path:
+                     batch_id: BatchId | None = None, settles: bool = False, sources: list[str] | None = None) -> Path:
+        """`sources`: where each line came from (an import's "file:line"); else `source` for every line."""
         batch = pa.record_batch(
-            [pa.array(lines, pa.binary()), pa.array(errors, pa.string()), pa.array([source] * len(lines), pa.string())],
+            [pa.array(lines, pa.binary()), pa.array(errors, pa.string()),
+             pa.array(sources if sources is not None else [source] * len(lines), pa.string())],
             schema=REJECTED_SCHEMA,
         )
         return self._write(table, REJECTED, batch, reason=reason, error=errors[0] if errors else "", attempts=0,
@@ -88,14 +90,17 @@ class DeadLetterStore:
 
     def settled_ids(self) -> list[tuple[str, BatchId]]:
         """(table, batch id) of every entry that finished its batch."""
+        return [(table, batch_id.batch) for _, table, batch_id, settles in self.batch_entries() if settles]
+
+    def batch_entries(self) -> list[tuple[Path, str, BatchId, bool]]:
+        """(file, table, batch id, whether it finished its batch) of every entry that names its batch."""
         found = []
         for path in self.directory.glob("*/*.arrow"):
             meta = self._metadata(path)
-            if meta is None:
+            if meta is None or not meta.get(b"ingest.batch_id"):
                 continue
-            if meta.get(b"ingest.settles") == b"1" and meta.get(b"ingest.batch_id"):
-                batch_id = BatchId.parse(meta[b"ingest.batch_id"].decode())
-                found.append((meta[b"ingest.table"].decode(), BatchId(batch_id.first_lsn, batch_id.last_lsn)))
+            batch_id = BatchId.parse(meta[b"ingest.batch_id"].decode())
+            found.append((path, meta[b"ingest.table"].decode(), batch_id, meta.get(b"ingest.settles") == b"1"))
         return found
 
     def _write(self, table: str, kind: str, batch: pa.RecordBatch, **meta) -> Path:

@@ -6,6 +6,9 @@ Sources hand intake to `TablePipeline` through one API, on the event loop:
 buffer), `append_batch` (rows already structured, as Arrow), and recovery
 hands logged records back through `replay`. Each is logged first (the
 `Log` port), then buffered; the `Batcher` decides when the batch seals.
+An import hands over stretches of its files through `append_placed` /
+`append_batch(batch_id=...)`: each is a batch of its own, under an id
+naming the file and its place in it, and not logged (the file is its log).
 Two stages then run off the loop, each in order: the encoder (GIL
 released, in the encode pool) and the sink (in the sink's pool, at most
 `max_flushes_in_flight` writes at a time per sink). Encoding batch N+1
@@ -24,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 
 from ingest.backoff import full_jitter
-from ingest.core.accounting import ARROW_TRIGGER, TableCounters
+from ingest.core.accounting import ARROW_TRIGGER, PLACED_TRIGGER, TableCounters
 from ingest.core.batch import BatchId, Group, Sealed
 from ingest.core.batcher import Batcher, BatchLimits, Clock
 from ingest.core.budget import MemoryBudget
@@ -150,16 +153,40 @@ class TablePipeline:
         self._count_appended(None, None)
 
     def append_batch(self, batch: pa.RecordBatch, *, receipt: Receipt | None = None, meta: bytes = b"",
-                     keyed: bool = False) -> int | None:
-        """Appends rows that are already structured (Arrow IPC; OTLP later)
-        as a batch of their own that skips the encoder: logged first
+                     keyed: bool = False, batch_id: BatchId | None = None) -> int | None:
+        """Appends rows that are already structured (Arrow IPC, OTLP) as a
+        batch of their own that skips the encoder: logged first
         (LogUnavailable, nothing buffered), then landed after the lines
         buffered before them (the open batch seals first) and before any
         that come after. Counted and settled like lines. Returns the lsn, if
-        logged."""
+        logged. With `batch_id` (an import's rows: its place in another
+        log) nothing is logged and the batch lands under that id."""
+        if batch_id is not None:
+            self._append_structured(batch, None, receipt, batch_id)
+            return None
         lsn = self._log_batch(batch, meta, keyed) if self._context.wal is not None else None
         self._append_structured(batch, lsn, receipt)
         return lsn
+
+    def append_placed(self, lines, batch_id: BatchId, origin=None) -> None:
+        """Lines whose place is known in a log of their own (`batch_id`: an
+        import's file and the stretch of it they fill), as one batch under
+        that id, so the sink records the place in the same commit as the
+        rows. `lines` (a BatchBuffer of their own) are handed over, not
+        copied, and not logged: the file is their log. Lines buffered
+        before them seal first. `origin(i)` names where line i came from
+        ("file:line"), which the dead-letter store keeps for a rejected
+        line."""
+        if self._buffer.events:
+            self.seal(PLACED_TRIGGER)
+        sealed = lines.seal()
+        if not sealed.events:
+            return
+        self.counters.received += sealed.events
+        self.counters.sealed(PLACED_TRIGGER)
+        self._in_flight += sealed.events
+        self._context.budget.take(sealed.nbytes)
+        self._sealed.put_nowait(Sealed(sealed, batch_id, [], origin=origin))
 
     def conform(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         """Structured rows made to fit this table (its declared columns, the
@@ -212,7 +239,8 @@ class TablePipeline:
         self._batcher.push(events, nbytes)
         return lsn
 
-    def _append_structured(self, batch: pa.RecordBatch, lsn: int | None, receipt: Receipt | None) -> None:
+    def _append_structured(self, batch: pa.RecordBatch, lsn: int | None, receipt: Receipt | None,
+                           batch_id: BatchId | None = None) -> None:
         """Queues structured rows as their own sealed batch, behind the lines buffered before them."""
         if self._buffer.events:
             self.seal(ARROW_TRIGGER)
@@ -222,7 +250,8 @@ class TablePipeline:
         self.counters.sealed(ARROW_TRIGGER)
         self._in_flight += rows
         self._context.budget.take(batch.nbytes)
-        batch_id = None if lsn is None else BatchId(lsn, lsn)
+        if lsn is not None:
+            batch_id = BatchId(lsn, lsn)
         self._sealed.put_nowait(Sealed(None, batch_id, groups, structured=batch))
 
     # logging to the write-ahead log
@@ -334,7 +363,8 @@ class TablePipeline:
                     log.warning("table %s: rejected %d line(s) of a batch; first: %s", self.table, len(errors), errors[0][1])
                     # kept before the batch lands, so a replay after a crash cannot miss them
                     await self._keep_rejected([sealed.line(i) for i, _ in errors], [reason for _, reason in errors],
-                                              "batch", batch_id, rows == 0)
+                                              "batch", batch_id, rows == 0,
+                                              item.origin and [item.origin(i) for i, _ in errors])
                     self._in_flight -= len(errors)
                     self.counters.rejected += len(errors)
                 if rows:
@@ -368,7 +398,7 @@ class TablePipeline:
 
     def _settle(self, item: "Sealed") -> None:
         """The batch is done: every line landed, rejected or dead-lettered."""
-        if item.batch_id is not None:
+        if item.batch_id is not None and not item.batch_id.log:  # an import's batch: its file is its log
             self._context.wal.settle(self.table, item.batch_id.last_lsn)
         if item.groups:
             item.settle_receipts()
@@ -482,6 +512,6 @@ class TablePipeline:
         self.counters.dead_lettered += batch.num_rows
 
     async def _keep_rejected(self, lines: list[bytes], errors: list[str], source: str,
-                             batch_id: BatchId | None, settles: bool) -> None:
-        await self._store(self._context.dead_letters.put_rejected, self.table, lines, errors, source,
-                          "rejected input", batch_id, settles)
+                             batch_id: BatchId | None, settles: bool, sources: list[str] | None = None) -> None:
+        await self._store(self._context.dead_letters.put_rejected, self.table, lines, errors,
+                          sources[0] if sources else source, "rejected input", batch_id, settles, sources)

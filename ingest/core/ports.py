@@ -72,8 +72,9 @@ class Sink(Protocol):
     def mark_settled(self, table: str, batch_id: BatchId) -> None:
         """A bisected batch is done: each slice landed or was dead-lettered."""
 
-    def ledger(self) -> Ledger:
-        """Every batch id that has landed."""
+    def ledger(self, log: str = "") -> Ledger:
+        """Every batch id of `log` that has landed ("": this node's
+        write-ahead log; an import's file names its own log)."""
 
     def is_data_error(self, exc: BaseException) -> bool:
         """True when `write` failed because of the rows, not the environment."""

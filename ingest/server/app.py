@@ -242,6 +242,11 @@ class IngestServer:
             self.webhooks.notify(receipt.callback, receipt.as_dict())
 
     @property
+    def sink_pool(self):
+        """Where the sink is called (`ingest import` reads its ledger there)."""
+        return self._context.sink_pool
+
+    @property
     def pipelines(self) -> dict[str, TablePipeline]:
         return self.router.pipelines if self.router is not None else {}
 

@@ -88,9 +88,9 @@ class MemorySink:
     def mark_settled(self, table: str, batch_id: BatchId) -> None:
         self.settled.append((table, batch_id))
 
-    def ledger(self) -> Ledger:
+    def ledger(self, log: str = "") -> Ledger:
         return Ledger.from_ids([(t, i) for t, _, i in self.batches if i is not None]
-                               + [(t, BatchId(i.first_lsn, i.last_lsn)) for t, i in self.settled])
+                               + [(t, i.batch) for t, i in self.settled], log)
 
     def is_data_error(self, exc: BaseException) -> bool:
         return isinstance(exc, RowsRefused)

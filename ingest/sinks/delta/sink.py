@@ -14,7 +14,10 @@ does not refuse a duplicate by itself).
 The watermark is `last lsn << 24 | rows landed`: a whole batch records all
 ones in the low bits, a bisected slice the row its slice ends at, and
 `{node}:first` records the batch's first lsn, so a batch of which only
-some slices landed is rebuilt exactly on replay."""
+some slices landed is rebuilt exactly on replay.
+
+A batch of another log (an import's file: `BatchId.log`) keeps its own
+watermark, under the app id `{node}:{log}`, in the same way."""
 from __future__ import annotations
 
 import logging
@@ -60,7 +63,7 @@ class DeltaSink:
         self._written = self._read_written()
         self.tables = TableNames(sorted(set(self._written) | set(list_tables(self.root, self.storage_options))))
         self._open: dict[str, object] = {}  # table -> DeltaTable, kept between writes
-        self._marks: dict[str, int] = {}  # table -> this node's watermark (-1: none yet)
+        self._marks: dict[tuple[str, str], int] = {}  # (table, app id) -> its watermark (-1: none yet)
         self._lock = threading.Lock()  # the caches; each table is written by one thread at a time
 
     # which tables this node has written (its ledger reads their watermarks)
@@ -105,11 +108,15 @@ class DeltaSink:
         self._open[table] = opened
         return opened
 
-    def _mark(self, table: str, delta_table) -> int:
-        mark = self._marks.get(table)
+    def app_id(self, log: str) -> str:
+        """Whose watermark a batch of `log` moves: this node's log, or one of its imports' files."""
+        return f"{self.node_id}:{log}" if log else self.node_id
+
+    def _mark(self, table: str, delta_table, app: str) -> int:
+        mark = self._marks.get((table, app))
         if mark is None:
-            recorded = delta_table.transaction_version(self.node_id) if delta_table is not None else None
-            mark = self._marks[table] = -1 if recorded is None else recorded
+            recorded = delta_table.transaction_version(app) if delta_table is not None else None
+            mark = self._marks[(table, app)] = -1 if recorded is None else recorded
         return mark
 
     def write(self, table: str, batch: pa.RecordBatch, batch_id: BatchId | None = None) -> bool:
@@ -118,7 +125,8 @@ class DeltaSink:
         table = self.tables.resolve(table)
         delta_table = self._table(table)
         version = batch_version(batch_id) if batch_id is not None else None
-        if version is not None and version <= self._mark(table, delta_table):
+        app = self.app_id(batch_id.log) if batch_id is not None else self.node_id
+        if version is not None and version <= self._mark(table, delta_table, app):
             return False
         schema = pa.schema(delta_table.schema().to_arrow()) if delta_table is not None else None
         partition_columns = (delta_table.metadata().partition_columns if delta_table is not None
@@ -129,7 +137,7 @@ class DeltaSink:
         batch = conform_to_table(normalise_columns(batch, {fold(f.name): f.name for f in schema or ()}), schema)
         transactions = []
         if version is not None:
-            transactions = [Transaction(self.node_id, version), Transaction(f"{self.node_id}:first", batch_id.first_lsn)]
+            transactions = [Transaction(app, version), Transaction(f"{app}:first", batch_id.first_lsn)]
         self._remember(table)
         write_deltalake(
             delta_table if delta_table is not None else self.uri(table), batch, mode="append", schema_mode="merge",
@@ -139,7 +147,7 @@ class DeltaSink:
                 app_transactions=transactions, max_commit_retries=self.commit_retries,
                 custom_metadata={"ingest.node": self.node_id, **({"ingest.batch": str(batch_id)} if batch_id else {})}))
         if version is not None:
-            self._marks[table] = version
+            self._marks[(table, app)] = version
         return True
 
     def mark_settled(self, table: str, batch_id: BatchId) -> None:
@@ -148,28 +156,29 @@ class DeltaSink:
             return
         table = self.tables.resolve(table)
         delta_table = self._table(table)
-        if delta_table is None or batch_version(batch_id) <= self._mark(table, delta_table):
+        if delta_table is None or batch_version(batch_id) <= self._mark(table, delta_table, self.app_id(batch_id.log)):
             return
         schema = pa.schema(delta_table.schema().to_arrow())
         empty = pa.RecordBatch.from_pylist([], schema=schema)
         self.write(table, empty, batch_id)
 
-    def ledger(self) -> Ledger:
-        """This node's watermark in each table it has written."""
+    def ledger(self, log: str = "") -> Ledger:
+        """The watermark of `log` ("": this node's write-ahead log) in each table this node has written."""
         complete: dict = {}
         partial: dict = {}
+        app = self.app_id(log)
         for table in self._written:
             delta_table = self._table(table)
             if delta_table is None:
                 continue
-            mark = self._mark(table, delta_table)
+            mark = self._mark(table, delta_table, app)
             if mark < 0:
                 continue
             last, rows = mark >> ROW_BITS, mark & WHOLE
             if rows == WHOLE:
                 complete[table] = {(1, last)}
                 continue
-            first = delta_table.transaction_version(f"{self.node_id}:first") or last
+            first = delta_table.transaction_version(f"{app}:first") or last
             if first > 1:
                 complete[table] = {(1, first - 1)}
             partial[table] = {(first, last)}

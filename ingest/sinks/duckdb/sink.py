@@ -10,7 +10,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from ingest.core.batch import BatchId, Ledger
+from ingest.core.batch import LOG_SEPARATOR, BatchId, Ledger
 from ingest.sinks.sql import RunningQuery, duckdb_type, query_arrow, quote_identifier, sandbox
 from ingest.sinks.identity import ColumnRefused, TableNames, fold, normalise_columns
 
@@ -122,10 +122,13 @@ class DuckDBSink:
             if not self._has(table, batch_id):
                 self._record(table, batch_id, None)
 
-    def ledger(self) -> Ledger:
+    def ledger(self, log: str = "") -> Ledger:
+        # an import's ids begin with their log's name; the write-ahead log's are digits only
+        where, parameters = ("batch_id LIKE ?", [f"{log}{LOG_SEPARATOR}%"]) if log else (
+            "batch_id NOT LIKE ?", [f"%{LOG_SEPARATOR}%"])
         with self._lock:
-            rows = self._con.execute(f"SELECT table_name, batch_id FROM {LEDGER}").fetchall()
-        return Ledger.from_ids((table, BatchId.parse(text)) for table, text in rows)
+            rows = self._con.execute(f"SELECT table_name, batch_id FROM {LEDGER} WHERE {where}", parameters).fetchall()
+        return Ledger.from_ids(((table, BatchId.parse(text)) for table, text in rows), log)
 
     def _has(self, table: str, batch_id: BatchId) -> bool:
         return bool(self._con.execute(

@@ -136,7 +136,7 @@ class ParquetSink:
         table = self.tables.resolve(table)
         (self.root / table / layout.marker_name(batch_id, SETTLED_SUFFIX)).touch()
 
-    def ledger(self) -> Ledger:
+    def ledger(self, log: str = "") -> Ledger:
         """Unpartitioned batches' file names, partitioned batches' landed
         markers, settled markers, and the ids compacted files hold."""
         ids = []
@@ -155,7 +155,7 @@ class ParquetSink:
                         compacted.setdefault(table, set()).update(held)
                         ids.extend((table, batch_id) for batch_id in held)
         self._compacted = compacted
-        return Ledger.from_ids(ids)
+        return Ledger.from_ids(ids, log)
 
     @staticmethod
     def is_data_error(exc: BaseException) -> bool:

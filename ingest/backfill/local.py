@@ -1,0 +1,172 @@
+"""A standalone import (`--data-dir D`): the server's own pipeline, in this
+process, with no listeners. It locks D as a server does (so no server may
+run on it meanwhile), lands what D's write-ahead log still holds, then
+hands each chunk of each file to the table's pipeline as a batch of its
+own, under an id naming the file and the stretch of it: the same encoder,
+schema rules, dead-letter store and sink ledger as the server, without
+the write-ahead log (the files are their own log).
+
+Resuming: each file's landed stretch ends where the sink's ledger (and
+the dead-letter store, for batches that went there whole) says; a batch
+of which only some bisected slices landed is read again exactly, so its
+landed slices are recognised. Dead-letter entries of batches that had not
+landed are removed first: reading those lines again puts them back."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from ingest.backfill.inputs import InputError
+from ingest.backfill.job import Job
+from ingest.backfill.progress import Progress, Summary
+from ingest.backfill.readers import ReadOptions, chunks
+from ingest.core.batch import BatchId
+from ingest.sinks.delta.sink import ROW_BITS
+from ingest.sinks.identity import fold
+
+log = logging.getLogger("ingest.import")
+
+DELTA_POSITION_LIMIT = 1 << (63 - ROW_BITS)  # a Delta watermark holds a position below this
+
+
+class MaxErrors(Exception):
+    pass
+
+
+class Standalone:
+    def __init__(self, server, job: Job, options: ReadOptions, progress: Progress, max_errors: int | None,
+                 stdin_stream=None):
+        self.server = server
+        self.job = job
+        self.options = options
+        self.progress = progress
+        self.max_errors = max_errors
+        self.stdin_stream = stdin_stream
+        self.summary = Summary(job.table, resumable=job.resumable)
+        self._stop = asyncio.Event()
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="import-read")
+
+    async def run(self) -> Summary:
+        loop = asyncio.get_running_loop()
+        server = self.server
+        started = time.monotonic()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._interrupted, sig)
+        for pipeline in list(server.pipelines.values()):  # what the write-ahead log replayed lands first
+            await pipeline.drain()
+        pipeline = server.pipeline(self.job.table)
+        before = pipeline.counters.landed, pipeline.counters.rejected, pipeline.counters.dead_lettered
+        entries = await loop.run_in_executor(self._reader, server.dead_letters.batch_entries)
+        read_whole: list[int] = []
+        try:
+            for index, file in enumerate(self.job.files):
+                if self._stop.is_set():
+                    break
+                if index in self.job.complete:
+                    self.summary.files_skipped += 1
+                    self.progress.skip(max(file.size, 0))
+                    continue
+                if await self._import_file(index, file, pipeline, entries, before):
+                    read_whole.append(index)
+        except MaxErrors:
+            self.summary.stopped = f"more than {self.max_errors} lines were rejected (--max-errors)"
+        finally:
+            self._reader.shutdown(wait=False)
+            await pipeline.drain()
+            counters = pipeline.counters
+            self.summary.events_landed = counters.landed - before[0]
+            self.summary.events_rejected = counters.rejected - before[1]
+            self.summary.events_dead_lettered = counters.dead_lettered - before[2]
+            self.summary.seconds = time.monotonic() - started
+        if self.max_errors is not None and self.summary.events_rejected > self.max_errors and not self.summary.stopped:
+            self.summary.stopped = f"more than {self.max_errors} lines were rejected (--max-errors)"
+        if read_whole and self.job.resumable:
+            self.job.complete.update(read_whole)
+            self.job.save()
+        return self.summary
+
+    def _interrupted(self, sig: int) -> None:
+        if not self._stop.is_set():
+            self.summary.stopped = f"{signal.Signals(sig).name} received; what was read has landed"
+            self._stop.set()
+
+    async def _import_file(self, index: int, file, pipeline, entries, before) -> bool:
+        """Reads one file from where it had landed to its end; False if stopped before its end."""
+        loop = asyncio.get_running_loop()
+        log_name = self.job.log(index)
+        start, partial = await self._landed_to(log_name, entries)
+        await loop.run_in_executor(self._reader, self._drop_unlanded_entries, log_name, start, entries)
+        self.summary.files += 1
+        if start:
+            self.summary.files_resumed += 1
+        self.progress.file_started(index, file.name, file.size, start)
+        iterator = chunks(file, start, self.options, self.stdin_stream, first_end=partial)
+        delta = self.server.settings.sink == "delta"
+        ahead = loop.run_in_executor(self._reader, next, iterator, None)
+        try:
+            while True:
+                chunk = await ahead
+                if chunk is None:
+                    break
+                if self._stop.is_set():
+                    return False
+                ahead = loop.run_in_executor(self._reader, next, iterator, None)  # read on while this one lands
+                if delta and chunk.end >= DELTA_POSITION_LIMIT:
+                    raise InputError(f"{file.name}: the Delta sink records positions below {DELTA_POSITION_LIMIT:,} "
+                                     "bytes; split the file")
+                await self._room()
+                batch_id = BatchId(chunk.start, chunk.end, log=log_name)
+                if chunk.rows is not None:
+                    try:
+                        rows = pipeline.conform(chunk.rows)
+                    except ValueError as exc:  # a declared column its rows cannot fill
+                        raise InputError(f"{file.name}: {exc}") from None
+                    pipeline.append_batch(rows, batch_id=batch_id)
+                else:
+                    pipeline.append_placed(chunk.lines, batch_id, chunk.origin)
+                self.summary.events_read += chunk.events
+                counters = pipeline.counters
+                rejected = counters.rejected - before[1]
+                self.progress.advance(chunk.read_bytes, chunk.events, counters.landed - before[0], rejected)
+                if self.max_errors is not None and rejected > self.max_errors:
+                    raise MaxErrors()
+        finally:
+            if not ahead.done():
+                await asyncio.wait([ahead])
+            iterator.close()
+        self.progress.file_done(file.size)
+        self.summary.bytes_read += max(file.size, 0)
+        return True
+
+    async def _room(self) -> None:
+        budget = self.server.budget
+        if budget.exhausted:
+            room = asyncio.get_running_loop().create_future()
+            budget.wait_for_room(room, lambda: room.done() or room.set_result(None))
+            await room
+
+    async def _landed_to(self, log_name: str, entries) -> tuple[int, int | None]:
+        """Where the file's landed stretch ends, and the end of a batch
+        beginning there of which only some slices landed (None if none)."""
+        loop = asyncio.get_running_loop()
+        server = self.server
+        ledger = await loop.run_in_executor(server.sink_pool, server.sink.ledger, log_name)
+        table = fold(self.job.table)
+        ends = [last for name, ranges in ledger.complete.items() if fold(name) == table for _, last in ranges]
+        ends += [batch_id.last_lsn for _, name, batch_id, settles in entries
+                 if settles and batch_id.log == log_name and fold(name) == table]
+        start = max(ends, default=0)
+        partial = [last for name, ranges in ledger.partial.items() if fold(name) == table
+                   for first, last in ranges if first == start and last > start]
+        return start, (min(partial) if partial else None)
+
+    def _drop_unlanded_entries(self, log_name: str, start: int, entries) -> None:
+        """Dead-letter entries of this file's batches past its landed stretch:
+        reading those batches again keeps their lines again."""
+        for path, _, batch_id, settles in entries:
+            if batch_id.log == log_name and batch_id.first_lsn >= start and not settles:
+                log.info("removing %s: its batch %s had not landed and is read again", path, batch_id)
+                self.server.dead_letters.remove(self.server.dead_letters.entry(path))
