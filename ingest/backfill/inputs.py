@@ -114,11 +114,11 @@ def sniff(head: bytes, name: str) -> tuple[str | None, str]:
                 head = stream.read(4096)
         except (OSError, pa.ArrowException):  # the head alone may end mid-frame: read what came out
             head = _partial_inflate(head, compression)
-    first = head.removeprefix(UTF8_BOM).lstrip(b" \t\r\n")[:1]
-    if first == b"[":
+    text = head.removeprefix(UTF8_BOM).lstrip(b" \t\r\n")
+    if text[:1] == b"[":
         return compression, JSON_ARRAY
-    if first in (b"{", b""):
-        return compression, NDJSON
+    if text[:1] in (b"{", b"") or any(line.lstrip().startswith(b"{") for line in text.split(b"\n")[1:]):
+        return compression, NDJSON  # a bad first line is the reader's to reject, with the rest
     raise InputError(f"{name}: not NDJSON, a JSON array or Parquet (it begins with {head[:16]!r})")
 
 

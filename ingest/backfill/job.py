@@ -82,12 +82,16 @@ def open_job(directory: Path, table: str, arguments: list[str], paths: list[str]
     a file that changed since is refused; files the arguments match now and
     did not then are added), or a new one. Returns (job, resumed)."""
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    if stdin is not None:  # a stream cannot be read again: every run is a job of its own
-        job = Job(directory, f"stdin{secrets.token_hex(4)}", 1, table, arguments, [stdin], created)
-        job.save()
-        return job, False
-    key = job_key(table, sorted(paths), destination)
-    earlier = _load(directory / f"{key}.json")
+    if stdin is not None:  # a stream cannot be read again: every run is a job of its own, with no manifest
+        return Job(directory, f"stdin{secrets.token_hex(4)}", 1, table, arguments, [stdin], created), False
+    # the arguments, not the files they match: a glob that matches one more file tomorrow is still this job
+    key = job_key(table, [a if a == "-" else os.path.abspath(a) for a in arguments], destination)
+    try:
+        earlier = _load(directory / f"{key}.json")
+    except ImportRefused:
+        if not restart:
+            raise
+        earlier = {"run": int(time.time())}  # unreadable: a run number no earlier run can have had
     if earlier is None or restart:
         run = earlier["run"] + 1 if earlier is not None else 1
         job = Job(directory, key, run, table, arguments, [identify(p) for p in paths], created)

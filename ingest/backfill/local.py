@@ -61,6 +61,7 @@ class Standalone:
         before = pipeline.counters.landed, pipeline.counters.rejected, pipeline.counters.dead_lettered
         entries = await loop.run_in_executor(self._reader, server.dead_letters.batch_entries)
         read_whole: list[int] = []
+        ticker = asyncio.ensure_future(self._report_landed(pipeline, before))
         try:
             for index, file in enumerate(self.job.files):
                 if self._stop.is_set():
@@ -76,6 +77,7 @@ class Standalone:
         finally:
             self._reader.shutdown(wait=False)
             await pipeline.drain()
+            ticker.cancel()
             counters = pipeline.counters
             self.summary.events_landed = counters.landed - before[0]
             self.summary.events_rejected = counters.rejected - before[1]
@@ -87,6 +89,12 @@ class Standalone:
             self.job.complete.update(read_whole)
             self.job.save()
         return self.summary
+
+    async def _report_landed(self, pipeline, before) -> None:
+        """What lands meanwhile, for the progress bar or lines (also while the last batches drain)."""
+        while True:
+            await asyncio.sleep(self.progress.tick_seconds)
+            self.progress.landed(pipeline.counters.landed - before[0], pipeline.counters.rejected - before[1])
 
     def _interrupted(self, sig: int) -> None:
         if not self._stop.is_set():

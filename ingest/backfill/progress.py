@@ -9,7 +9,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 
-JSON_INTERVAL = 1.0  # seconds between JSON progress lines
+JSON_INTERVAL = 1.0  # seconds between JSON progress lines, unless --progress-interval says otherwise
 
 
 @dataclass
@@ -53,6 +53,7 @@ class Progress:
     mode: str  # "bar", "json" or "none"
     total_bytes: int | None  # of every file to read (None: unknown, as for stdin)
     files: int
+    interval: float = JSON_INTERVAL  # seconds between JSON lines (0: one per batch)
     stream: object = field(default=sys.stderr)
 
     def __post_init__(self):
@@ -89,11 +90,29 @@ class Progress:
         self.events_read += events
         self.events_landed, self.rejected = landed, rejected
         if self._bar is not None:
-            self._bar.set_postfix_str(f"{self.events_read:,} events read, {landed:,} landed, "
-                                      f"{self._rate():,.0f} events/s" + (f", {rejected:,} rejected" if rejected else ""),
-                                      refresh=False)
+            self._postfix()
             self._bar.update(max(step, 0))
         self._emit("progress")
+
+    @property
+    def tick_seconds(self) -> float:
+        """How often the importer reports what has landed meanwhile."""
+        return min(0.5, self.interval) or 0.05
+
+    def landed(self, landed: int, rejected: int) -> None:
+        """What has landed so far, between batches read (a line when it changed)."""
+        if (landed, rejected) == (self.events_landed, self.rejected):
+            return
+        self.events_landed, self.rejected = landed, rejected
+        if self._bar is not None:
+            self._postfix()
+            self._bar.refresh()
+        self._emit("progress")
+
+    def _postfix(self) -> None:
+        self._bar.set_postfix_str(f"{self.events_read:,} events read, {self.events_landed:,} landed, "
+                                  f"{self._rate():,.0f} events/s"
+                                  + (f", {self.rejected:,} rejected" if self.rejected else ""), refresh=False)
 
     def skip(self, size: int) -> None:
         """A file an earlier run imported whole."""
@@ -119,7 +138,7 @@ class Progress:
         if self.mode != "json":
             return
         now = time.monotonic()
-        if not force and now - self._last_json < JSON_INTERVAL:
+        if not force and now - self._last_json < self.interval:
             return
         self._last_json = now
         elapsed = now - self.started

@@ -6,8 +6,8 @@ the file's log name and the chunk's place in the file, so a chunk sent
 again after a crash (or by a retry whose answer was lost) lands once.
 
 A few chunks are in flight at once; answers are taken in order, so the
-manifest's `acknowledged` offset (saved about once a second) is always
-the end of a stretch the server has in its write-ahead log."""
+manifest's `acknowledged` offset (saved after each answer) is always the
+end of a stretch the server has in its write-ahead log."""
 from __future__ import annotations
 
 import signal
@@ -29,7 +29,6 @@ from ingest.client.post import post_ndjson
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 RETRY = RetryPolicy(max_retries=200, backoff_base=0.2, backoff_max=30.0)  # 429/503 wait at least Retry-After
-SAVE_INTERVAL = 1.0  # seconds between saves of the acknowledged offsets
 ERRORS_SHOWN = 5  # rejected lines named on stderr; all of them are in the server's dead-letter store
 
 
@@ -49,7 +48,6 @@ class ThroughServer:
         self.stdin_stream = stdin_stream
         self.summary = Summary(job.table, resumable=job.resumable)
         self._stop = threading.Event()
-        self._saved = time.monotonic()
         self._shown = 0
 
     def run(self) -> Summary:
@@ -66,10 +64,9 @@ class ThroughServer:
                     continue
                 if self._import_file(index, file, pool):
                     self.job.complete.add(index)
-                    self._save(force=True)
+                    self._save()
         finally:
             pool.shutdown(wait=True)
-            self._save(force=True)
             self.summary.seconds = time.monotonic() - started
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -143,10 +140,6 @@ class ThroughServer:
             self.summary.stopped = f"more than {self.max_errors} lines were rejected (--max-errors)"
             self._stop.set()
 
-    def _save(self, force: bool = False) -> None:
-        if not self.job.resumable:
-            return
-        now = time.monotonic()
-        if force or now - self._saved >= SAVE_INTERVAL:
+    def _save(self) -> None:
+        if self.job.resumable:
             self.job.save()
-            self._saved = now

@@ -45,6 +45,8 @@ def add_parser(subparsers) -> None:
                              "is in the dead-letter store with its file and line)")
     parser.add_argument("--progress", choices=("bar", "json", "none"), default="bar",
                         help="progress on stderr: a bar, JSON lines for machines, or nothing (default: bar)")
+    parser.add_argument("--progress-interval", type=float, default=1.0, metavar="SECONDS",
+                        help="--progress json: seconds between lines (default: 1; 0: a line per batch)")
     parser.add_argument("--batch-bytes", type=int, default=None,
                         help="bytes of JSON per batch (default: the server's --batch-bytes standalone, "
                              f"{TARGET_BATCH_BYTES >> 20} MiB per request with --target)")
@@ -90,7 +92,7 @@ def run(args) -> int:
     from ingest.backfill.readers import ReadOptions
 
     sizes = [f.size for f in job.files]
-    progress = Progress(args.progress, None if min(sizes) < 0 else sum(sizes), len(job.files))
+    progress = Progress(args.progress, None if min(sizes) < 0 else sum(sizes), len(job.files), args.progress_interval)
     if args.target:
         options = ReadOptions(args.batch_bytes or TARGET_BATCH_BYTES, args.batch_events or 250_000, frame=False)
         status, summary = _through_server(args, job, options, progress, stdin_stream)
