@@ -1,6 +1,8 @@
 """What a user would do without ingest, timed on the same corpus in the same
 run: pyarrow's JSON reader into Parquet, DuckDB's own NDJSON reader, one
-DuckDB INSERT per event, and our encoder against its pure-Python twin.
+DuckDB INSERT per event, and our encoder against its pure-Python twin;
+`import` (imports.py) sets `ingest import` beside the first two as whole
+commands on one file.
 
 Each baseline returns a dict with at least `name`, `events`, `seconds` and
 `events_per_second`; the report sets them beside ingest's own figures.
@@ -23,7 +25,7 @@ from ingest.sinks.duckdb import DuckDBSink
 from ingest.schema import is_json_field
 from ingest.sinks.sql import duckdb_type, quote_identifier
 
-BASELINES = ("pyarrow", "duckdb-read-ndjson", "duckdb-row-insert", "encoder")
+BASELINES = ("pyarrow", "duckdb-read-ndjson", "duckdb-row-insert", "encoder", "import")
 REPEATS = 3  # the parse-only and encode-only figures, single-threaded and short: best of 3
 
 

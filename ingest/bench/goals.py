@@ -1,4 +1,4 @@
-"""The performance goals of issues 3 and 12, checked against a run's figures.
+"""The performance goals of issues 3, 12 and 16, checked against a run's figures.
 
 Measured by `ingest bench` and reported as met or not; never asserted in
 tests (a loaded CI machine is not a benchmark machine). Each goal takes the
@@ -125,6 +125,27 @@ def _tcp_to_parquet(document: dict, shape: str):
     return _best_case(document, lambda c: c["transport"] == "tcp" and c["sink"] == "parquet" and c["shape"] == shape)
 
 
+def _import_into(sink: str):
+    def measure(document: dict):
+        figures = [f for f in document["baselines"] if f.get("key") == f"import-{sink}" and f.get("events_per_second")]
+        best = max(figures, key=lambda f: f["events_per_second"], default=None)
+        return (best["events_per_second"], f"{best['name']}, {best['shape']} corpus") if best else None
+    return measure
+
+
+def _import_over(sink: str, key: str):
+    """`ingest import` into `sink` over the baseline `key`, whole commands on the same file; the best shape."""
+    def measure(document: dict):
+        ratios = []
+        for shape in document["settings"]["shapes"]:
+            ours, theirs = baseline(document, f"import-{sink}", shape), baseline(document, key, shape)
+            if ours and theirs:
+                ratios.append((ours["events_per_second"] / theirs["events_per_second"],
+                               f"{ours['name']} / {theirs['name']}, {shape} corpus"))
+        return max(ratios) if ratios else None
+    return measure
+
+
 GOALS = (
     Goal("HTTP, 1 event/request, 32 connections, default ack ≥ 1.0× ClickHouse Buffer", 1.0, "×",
          _over_clickhouse("http-1-c32", "buffer")),
@@ -147,6 +168,10 @@ GOALS = (
          lambda d: _best_case(d, lambda c: c["transport"] == "http" and c["batch"] == 1000)),
     Goal("HTTP, one event per request ≥ 20,000 requests/s", 20_000, "requests/s",
          lambda d: _best_case(d, lambda c: c["transport"] == "http" and c["batch"] == 1, "requests_per_second")),
+    Goal("ingest import → Parquet ≥ 1,000,000 events/s (whole command)", 1_000_000, "events/s",
+         _import_into("parquet")),
+    Goal("ingest import → DuckDB ≥ 1.2× DuckDB read_ndjson (whole commands, same file)", 1.2, "×",
+         _import_over("duckdb", "import-read-ndjson")),
 )
 
 

@@ -60,6 +60,10 @@ def comparisons(document: dict) -> list[dict]:
         add("encoder-vs-pyarrow", baseline(document, "pyarrow-read-json-1t", shape), compiled,
             "both one thread, parse/encode only")
         add("encoder-vs-reference", baseline(document, "encoder-reference", shape), compiled, "encode only")
+        add("import-vs-read-ndjson", baseline(document, "import-read-ndjson", shape),
+            as_against(baseline(document, "import-duckdb", shape)), "whole commands on the same file")
+        add("import-vs-pyarrow", baseline(document, "import-pyarrow", shape),
+            as_against(baseline(document, "import-parquet", shape)), "whole commands on the same file")
     for ours, theirs in clickhouse_pairs(document):
         note = "" if ours["shape"] == theirs["shape"] else f"ingest on the {ours['shape']} corpus, ClickHouse on its {theirs['shape']} twin"
         add(theirs["sink"], {"name": f"{ENGINE_NAMES[theirs['sink']]} {theirs['case']}", "shape": theirs["shape"],

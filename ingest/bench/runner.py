@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ingest.bench import baselines, clickhouse, machine
+from ingest.bench import baselines, clickhouse, imports, machine
 from ingest.bench.clients import ClientSpec
 from ingest.bench.server_process import (BenchError, ServerUnderTest, TargetServer, child_command, child_environment,
                                          settled)
@@ -418,6 +418,8 @@ class Bench:
                     figures = baselines.pyarrow_to_parquet(corpus.data, corpus.events, directory)
                 elif name == "duckdb-read-ndjson":
                     figures = baselines.duckdb_read_ndjson(corpus.path, corpus.events, directory)
+                elif name == "import":
+                    figures = imports.import_figures(corpus.data, corpus.events, self.options.sinks, quick, directory)
                 elif isinstance(encoded, Exception):
                     raise encoded
                 elif name == "duckdb-row-insert":

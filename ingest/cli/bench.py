@@ -38,6 +38,9 @@ cases (for --cases; shell-style patterns, comma-separated):
                                  request, many requests in flight (--pipeline)
     tcp-1 tcp-100 tcp-1000 tcp-10000     NDJSON over TCP, N events per send()
   pyarrow duckdb-read-ndjson duckdb-row-insert encoder   the baselines
+  import   `ingest import` into each --sink, beside DuckDB read_ndjson and
+           pyarrow.json -> Parquet, whole commands on one file of 4,000,000
+           events (200,000 with --quick)
   e.g. --cases 'http-*-c*' (every real-client case), 'tcp-*,encoder'.
   Default: all; with --quick: http-1-c32, http-1-c32-none, http-1000-c16,
   tcp-1000, http-1000 and every baseline.

@@ -51,7 +51,7 @@ def test_results_json_holds_every_case_baseline_and_the_machine(quick_run):
         assert case["server_cpu_seconds"] is not None and case["server_peak_rss_bytes"] > 0
     keys = {figure["key"] for figure in document["baselines"]}
     assert {"pyarrow", "pyarrow-read-json-1t", "duckdb-read-ndjson", "duckdb-row-insert", "duckdb-bulk-insert",
-            "encoder-compiled", "encoder-reference"} <= keys
+            "encoder-compiled", "encoder-reference", "import-read-ndjson", "import-pyarrow", "import-duckdb"} <= keys
     assert all(figure["events_per_second"] > 0 for figure in document["baselines"])
     assert document["comparisons"] and [goal["goal"] for goal in document["goals"]] == [goal.text for goal in GOALS]
     machine = document["machine"]

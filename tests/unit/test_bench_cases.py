@@ -155,3 +155,16 @@ def test_a_goal_on_the_default_ack_ignores_runs_that_asked_for_none():
     results = verdicts([case("http-1-c32", "duckdb", 9_000, wait="none"),
                         case("http-1-c32", "clickhouse-buffer", 5_000, shape="flat", server="clickhouse")])
     assert results["HTTP, 1 event/request, 32 connections, default ack ≥ 1.0× ClickHouse Buffer"]["met"] is None
+
+
+def test_the_import_goals_compare_whole_commands_on_the_same_file():
+    figures = [{"key": "import-read-ndjson", "name": "DuckDB read_ndjson", "shape": "nested", "events_per_second": 1_000_000},
+               {"key": "import-duckdb", "name": "ingest import → duckdb", "shape": "nested", "events_per_second": 1_300_000},
+               {"key": "import-parquet", "name": "ingest import → parquet", "shape": "nested",
+                "events_per_second": 900_000}]
+    results = verdicts([], figures)
+    into_duckdb = results["ingest import → DuckDB ≥ 1.2× DuckDB read_ndjson (whole commands, same file)"]
+    assert (into_duckdb["measured"], into_duckdb["met"]) == (1.3, True)
+    into_parquet = results["ingest import → Parquet ≥ 1,000,000 events/s (whole command)"]
+    assert (into_parquet["measured"], into_parquet["met"]) == (900_000, False)
+    assert verdicts([], figures[1:])[into_duckdb["goal"]]["met"] is None  # no read_ndjson in the run: not measured
