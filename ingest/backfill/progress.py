@@ -127,6 +127,8 @@ class Progress:
 
     def close(self, summary: Summary) -> None:
         if self._bar is not None:
+            self.events_landed, self.rejected = summary.events_landed, summary.events_rejected
+            self._postfix()
             self._bar.close()
         self._emit("done", force=True, summary=summary.as_dict())
 

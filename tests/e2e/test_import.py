@@ -213,3 +213,38 @@ def test_through_a_server_kill_9_and_rerun_lands_once_and_429s_are_waited_out(st
                if line.startswith("ingest_http_requests_total") and 'status="429"' in line]
     assert refused, "the server never answered 429: the test did not test waiting it out"
     assert server.stop() == 0
+
+
+def test_the_readme_example_runs_as_pasted(tmp_path):
+    """README.md's "Backfills" shell lines, in a fresh directory with this venv."""
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("## Backfills: `ingest import`", 1)[1].split("\n## ", 1)[0]
+    script = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    (tmp_path / ".venv").symlink_to(Path(sys.executable).parents[1])
+    result = subprocess.run(["bash", "-e", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "200,000 events landed, 0 rejected, 0 dead-lettered" in result.stdout
+    assert result.stdout.splitlines()[-3:] == ["--------+--------", "200000 | 200000", "(1 row)"]
+
+
+@pytest.mark.parametrize("sink", SINKS)
+def test_a_server_on_the_data_dir_after_an_import_replays_only_its_own_log(start_server, tmp_path, sink):
+    """The import's batch ids (files' byte offsets) share the sink's ledger with
+    the write-ahead log's lsns: recovery must take none of them for its own."""
+    data_dir = tmp_path / "data"
+    source = tmp_path / "big.ndjson"
+    source.write_bytes(events(0, 3000))
+    assert ingest_import(source, "--table", "t", "--data-dir", data_dir, "--sink", sink,
+                         "--progress", "none").returncode == 0
+    server = start_server("--sink", sink, "--flush-interval", 600_000, "--batch-events", 1_000_000,
+                          data_dir=data_dir)
+    status, _, _ = server.http("POST", "/v1/ingest/t", events(3000, 500))  # logged, not landed
+    assert status == 200
+    server.proc.send_signal(signal.SIGKILL)
+    server.proc.wait()
+    server = start_server("--sink", sink, "--flush-interval", 20, data_dir=data_dir)
+    server.wait_landed("t", 500)  # the 500 replayed from the log, none taken for landed
+    assert server.stop() == 0
+    exactly_once(data_dir, "t", 3500)
