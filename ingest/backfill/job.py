@@ -48,6 +48,16 @@ class Job:
     def resumable(self) -> bool:
         return not (self.files and self.files[0].is_stdin)
 
+    def to_read(self, summary, progress):
+        """(index, file) of each file left to read; those an earlier run
+        imported whole are counted as skipped (in `summary` and `progress`)."""
+        for index, file in enumerate(self.files):
+            if index in self.complete:
+                summary.files_skipped += 1
+                progress.skip(max(file.size, 0))
+                continue
+            yield index, file
+
     def log(self, index: int) -> str:
         """The name of file `index`'s log: what its batch ids are ids in."""
         return f"import-{self.key}-{self.run}-{index}"

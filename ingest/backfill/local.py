@@ -63,13 +63,9 @@ class Standalone:
         read_whole: list[int] = []
         ticker = asyncio.ensure_future(self._report_landed(pipeline, before))
         try:
-            for index, file in enumerate(self.job.files):
+            for index, file in self.job.to_read(self.summary, self.progress):
                 if self._stop.is_set():
                     break
-                if index in self.job.complete:
-                    self.summary.files_skipped += 1
-                    self.progress.skip(max(file.size, 0))
-                    continue
                 if await self._import_file(index, file, pipeline, entries, before):
                     read_whole.append(index)
         except MaxErrors:

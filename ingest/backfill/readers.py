@@ -51,7 +51,8 @@ def chunks(file: InputFile, start: int, options: ReadOptions, stream=None,
     raw = pa.PythonFile(stream, mode="r") if stream is not None else pa.OSFile(file.path, "rb")
     try:
         decompressed = pa.CompressedInputStream(raw, file.compression) if file.compression else raw
-        position = (lambda: raw.tell()) if stream is None else (lambda: 0)
+        # progress counts bytes of the file on disk; of stdin, the bytes read from it (after decompression)
+        position = (lambda: raw.tell()) if stream is None else None
         if file.format == JSON_ARRAY:
             yield from _array_chunks(file, decompressed, start, options, position, first_end)
         elif options.frame:
@@ -105,7 +106,7 @@ def _framed_chunks(file: InputFile, stream, start: int, options: ReadOptions, po
                              "ended")
         if not lines.events and end == chunk_start:
             return
-        yield Chunk(chunk_start, end, lines.events, lines=lines, read_bytes=position(),
+        yield Chunk(chunk_start, end, lines.events, lines=lines, read_bytes=position() if position else end,
                     origin=_numbered_origin(file.name, first_line, numbers))
 
 
@@ -141,7 +142,7 @@ def _ndjson_chunks(file: InputFile, stream, start: int, options: ReadOptions, po
         piece, pending = data[:cut], data[cut:]
         count = piece.count(b"\n") + (0 if piece.endswith(b"\n") else 1)
         yield Chunk(offset, offset + len(piece), count, body=piece, origin=_text_origin(file.name, line, piece),
-                    read_bytes=position())
+                    read_bytes=position() if position else offset + len(piece))
         offset += len(piece)
         line += count
         exact = 0
@@ -181,8 +182,8 @@ def _array_chunks(file: InputFile, stream, start: int, options: ReadOptions, pos
         split_json_array(body, elements)
     except ValueError as exc:
         raise InputError(f"{file.name}: not a valid JSON array: {exc}") from None
+    read_bytes = position() if position else len(body)
     del body
-    read_bytes = position()
     index = start
     while index < elements.events:
         if first_end is not None and index == start:  # exactly the elements of the earlier run's batch

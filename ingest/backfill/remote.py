@@ -28,7 +28,8 @@ from ingest.client.errors import RequestTooLarge
 from ingest.client.post import post_ndjson
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
-RETRY = RetryPolicy(max_retries=200, backoff_base=0.2, backoff_max=30.0)  # 429/503 wait at least Retry-After
+# about ten minutes of retries (429 and 503 wait at least their Retry-After), then the import stops, resumable
+RETRY = RetryPolicy(max_retries=40, backoff_base=0.2, backoff_max=15.0)
 ERRORS_SHOWN = 5  # rejected lines named on stderr; all of them are in the server's dead-letter store
 
 
@@ -55,13 +56,9 @@ class ThroughServer:
         pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="import-send")
         started = time.monotonic()
         try:
-            for index, file in enumerate(self.job.files):
+            for index, file in self.job.to_read(self.summary, self.progress):
                 if self._stop.is_set():
                     break
-                if index in self.job.complete:
-                    self.summary.files_skipped += 1
-                    self.progress.skip(max(file.size, 0))
-                    continue
                 if self._import_file(index, file, pool):
                     self.job.complete.add(index)
                     self._save()
