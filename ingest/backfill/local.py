@@ -163,9 +163,11 @@ class Standalone:
         ends += [batch_id.last_lsn for _, name, batch_id, settles in entries
                  if settles and batch_id.log == log_name and fold(name) == table]
         start = max(ends, default=0)
-        partial = [last for name, ranges in ledger.partial.items() if fold(name) == table
-                   for first, last in ranges if first == start and last > start]
-        return start, (min(partial) if partial else None)
+        # one batch of a table is written at a time, in order: one of which only some slices landed is the
+        # frontier, and everything before it has landed (Delta reports that as complete up to its start - 1)
+        partial = sorted((first, last) for name, ranges in ledger.partial.items() if fold(name) == table
+                         for first, last in ranges if last > start)
+        return partial[0] if partial else (start, None)
 
     def _drop_unlanded_entries(self, log_name: str, start: int, entries) -> None:
         """Dead-letter entries of this file's batches past its landed stretch:

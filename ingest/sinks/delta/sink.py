@@ -178,7 +178,9 @@ class DeltaSink:
             if rows == WHOLE:
                 complete[table] = {(1, last)}
                 continue
-            first = delta_table.transaction_version(f"{app}:first") or last
+            first = delta_table.transaction_version(f"{app}:first")
+            if first is None:  # an import's file begins at offset 0: only a missing version means none
+                first = last
             if first > 1:
                 complete[table] = {(1, first - 1)}
             partial[table] = {(first, last)}
