@@ -52,7 +52,6 @@ class Standalone:
     async def run(self) -> Summary:
         loop = asyncio.get_running_loop()
         server = self.server
-        started = time.monotonic()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._interrupted, sig)
         for pipeline in list(server.pipelines.values()):  # what the write-ahead log replayed lands first
@@ -78,7 +77,7 @@ class Standalone:
             self.summary.events_landed = counters.landed - before[0]
             self.summary.events_rejected = counters.rejected - before[1]
             self.summary.events_dead_lettered = counters.dead_lettered - before[2]
-            self.summary.seconds = time.monotonic() - started
+            self.summary.seconds = time.monotonic() - self.progress.started  # as the bar counts it
         if self.max_errors is not None and self.summary.events_rejected > self.max_errors and not self.summary.stopped:
             self.summary.stopped = f"more than {self.max_errors} lines were rejected (--max-errors)"
         if read_whole and self.job.resumable:

@@ -54,6 +54,7 @@ class Progress:
     total_bytes: int | None  # of every file to read (None: unknown, as for stdin)
     files: int
     interval: float = JSON_INTERVAL  # seconds between JSON lines (0: one per batch)
+    landed_word: str = "landed"  # through a server: "acknowledged" (in its log; landed at its next flush)
     stream: object = field(default=sys.stderr)
 
     def __post_init__(self):
@@ -110,7 +111,7 @@ class Progress:
         self._emit("progress")
 
     def _postfix(self) -> None:
-        self._bar.set_postfix_str(f"{self.events_read:,} events read, {self.events_landed:,} landed, "
+        self._bar.set_postfix_str(f"{self.events_read:,} events read, {self.events_landed:,} {self.landed_word}, "
                                   f"{self._rate():,.0f} events/s"
                                   + (f", {self.rejected:,} rejected" if self.rejected else ""), refresh=False)
 
@@ -126,11 +127,16 @@ class Progress:
         self._emit("file_done", force=True)
 
     def close(self, summary: Summary) -> None:
+        self.events_landed, self.rejected = summary.events_landed, summary.events_rejected
         if self._bar is not None:
-            self.events_landed, self.rejected = summary.events_landed, summary.events_rejected
             self._postfix()
             self._bar.close()
         self._emit("done", force=True, summary=summary.as_dict())
+
+    def abandon(self) -> None:
+        """The import could not go on: the bar ends where it was, before the error line."""
+        if self._bar is not None:
+            self._bar.close()
 
     def _rate(self) -> float:
         elapsed = time.monotonic() - self.started

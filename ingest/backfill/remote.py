@@ -54,7 +54,6 @@ class ThroughServer:
     def run(self) -> Summary:
         previous = {sig: signal.signal(sig, self._interrupted) for sig in (signal.SIGINT, signal.SIGTERM)}
         pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="import-send")
-        started = time.monotonic()
         try:
             for index, file in self.job.to_read(self.summary, self.progress):
                 if self._stop.is_set():
@@ -64,7 +63,7 @@ class ThroughServer:
                     self._save()
         finally:
             pool.shutdown(wait=True)
-            self.summary.seconds = time.monotonic() - started
+            self.summary.seconds = time.monotonic() - self.progress.started  # as the bar counts it
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         return self.summary

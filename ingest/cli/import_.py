@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ingest.cli.sink_options import add_sink_arguments, first_line, sink_settings
 from ingest.protocol import table_name_problem
+from ingest.server.state import running_server
 
 TARGET_BATCH_BYTES = 8 << 20  # a request through a server: well under its --max-body-bytes
 
@@ -76,11 +77,19 @@ def run(args) -> int:
             stdin, stdin_stream = open_stdin()
         if args.target:
             settings = None
+            problem = _unreachable(args.target)
+            if problem:
+                return fail(problem)
             directory = args.state_dir or Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") \
                 / "ingest" / "imports"
             destination = args.target.rstrip("/")
         else:
             settings = sink_settings(args)
+            server = running_server(settings.data_dir)
+            if server is not None:
+                return fail(f"a server (pid {server.pid}) is running on {settings.data_dir}: import through it with "
+                            f"--target {'https' if server.tls else 'http'}://{server.host}:{server.http_port}, "
+                            "or stop it first")
             directory = settings.data_dir / "imports"
             destination = ""
         job, resumed = open_job(directory, args.table, args.paths, paths, destination, args.restart, stdin)
@@ -92,7 +101,8 @@ def run(args) -> int:
     from ingest.backfill.readers import ReadOptions
 
     sizes = [f.size for f in job.files]
-    progress = Progress(args.progress, None if min(sizes) < 0 else sum(sizes), len(job.files), args.progress_interval)
+    progress = Progress(args.progress, None if min(sizes) < 0 else sum(sizes), len(job.files), args.progress_interval,
+                        "acknowledged" if args.target else "landed")
     if args.target:
         options = ReadOptions(args.batch_bytes or TARGET_BATCH_BYTES, args.batch_events or 250_000, frame=False)
         status, summary = _through_server(args, job, options, progress, stdin_stream)
@@ -102,7 +112,7 @@ def run(args) -> int:
                               frame=True)
         status, summary = _standalone(settings, job, options, progress, args.max_errors, stdin_stream)
         where = f"--data-dir {settings.data_dir} "
-    if summary is None:
+    if summary is None:  # it could not go on: the error line is out
         return status
     progress.close(summary)
     if args.progress == "json":
@@ -141,9 +151,26 @@ def _standalone(settings, job, options, progress, max_errors, stdin_stream):
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             return 0, runner.run(main())
     except StartupError as exc:
+        progress.abandon()
         return fail(str(exc)), None
     except InputError as exc:
+        progress.abandon()
         return fail(f"{exc}; what was read before it has landed (run again once it is fixed to resume)", 1), None
+
+
+def _unreachable(url: str) -> str | None:
+    """Why the server at `url` cannot be reached (GET /health), or None: any answer will do."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(url.rstrip("/") + "/health", timeout=10).close()
+    except urllib.error.HTTPError:
+        return None  # it answers, if only to refuse this
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return f"cannot reach the server at {url} ({reason}): is it running, and is --target its HTTP address?"
+    return None
 
 
 def _through_server(args, job, options, progress, stdin_stream):
@@ -155,5 +182,6 @@ def _through_server(args, job, options, progress, stdin_stream):
                                stdin_stream)
         return 0, runner.run()
     except (InputError, ImportFailed) as exc:
+        progress.abandon()
         return fail(f"{first_line(exc)}; what was acknowledged before it is checkpointed (run again to resume)", 1), \
             None

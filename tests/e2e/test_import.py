@@ -168,7 +168,8 @@ def test_operator_mistakes_are_one_line(start_server, tmp_path):
     server = start_server(data_dir=data_dir)
     (tmp_path / "a.ndjson").write_bytes(events(0, 10))
     for args, expected in [
-        (["--data-dir", data_dir], "in use by pid"),
+        (["--data-dir", data_dir], f"is running on {data_dir}: import through it with --target http://127.0.0.1:"),
+        (["--target", "http://127.0.0.1:9"], "cannot reach the server at http://127.0.0.1:9"),
         (["--data-dir", tmp_path / "other", "--table", "_ingest_x"], "reserved"),
         (["--data-dir", tmp_path / "other", str(tmp_path / "missing.ndjson")], "no such file or directory"),
         (["--data-dir", tmp_path / "other", str(tmp_path / "*.csv")], "matches no files"),
