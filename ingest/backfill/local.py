@@ -36,6 +36,25 @@ class MaxErrors(Exception):
     pass
 
 
+def resume_point(complete: list, settled: list, partial: list) -> tuple[int, int | None]:
+    """Where a file's landed stretch ends, from the (first, last) places of
+    its batches: `complete` (the sink's ledger), `settled` (batches the
+    dead-letter store finished: rejected or dead-lettered whole) and
+    `partial` (some bisected slices landed). A table's batches are written
+    one at a time and in order, but a batch rejected whole is settled by the
+    encoder, which runs ahead of the writes: only batches that continue the
+    stretch from the file's start count. Delta's ledger gives its watermark
+    as (1, last) and a partial batch's predecessors as (1, first - 1), hence
+    the slack of one. Returns (start, end of the batch to read again exactly
+    at start, or None)."""
+    start = 0
+    for first, last in sorted(complete + settled):
+        if first <= start + 1 and last > start:
+            start = last
+    frontier = sorted((first, last) for first, last in partial if first <= start + 1 and last > start)
+    return frontier[0] if frontier else (start, None)
+
+
 class Standalone:
     def __init__(self, server, job: Job, options: ReadOptions, progress: Progress, max_errors: int | None,
                  stdin_stream=None):
@@ -158,20 +177,18 @@ class Standalone:
         server = self.server
         ledger = await loop.run_in_executor(server.sink_pool, server.sink.ledger, log_name)
         table = fold(self.job.table)
-        ends = [last for name, ranges in ledger.complete.items() if fold(name) == table for _, last in ranges]
-        ends += [batch_id.last_lsn for _, name, batch_id, settles in entries
-                 if settles and batch_id.log == log_name and fold(name) == table]
-        start = max(ends, default=0)
-        # one batch of a table is written at a time, in order: one of which only some slices landed is the
-        # frontier, and everything before it has landed (Delta reports that as complete up to its start - 1)
-        partial = sorted((first, last) for name, ranges in ledger.partial.items() if fold(name) == table
-                         for first, last in ranges if last > start)
-        return partial[0] if partial else (start, None)
+        complete = [r for name, ranges in ledger.complete.items() if fold(name) == table for r in ranges]
+        partial = [r for name, ranges in ledger.partial.items() if fold(name) == table for r in ranges]
+        settled = [(b.first_lsn, b.last_lsn) for _, name, b, settles in entries
+                   if settles and b.log == log_name and fold(name) == table]
+        return resume_point(complete, settled, partial)
 
     def _drop_unlanded_entries(self, log_name: str, start: int, entries) -> None:
-        """Dead-letter entries of this file's batches past its landed stretch:
-        reading those batches again keeps their lines again."""
-        for path, _, batch_id, settles in entries:
-            if batch_id.log == log_name and batch_id.first_lsn >= start and not settles:
+        """Dead-letter entries of this file's batches past its landed stretch
+        (settling ones too: the encoder settles a batch it rejected whole
+        ahead of the writes before it): reading those batches again keeps
+        their lines again."""
+        for path, _, batch_id, _ in entries:
+            if batch_id.log == log_name and batch_id.first_lsn >= start:
                 log.info("removing %s: its batch %s had not landed and is read again", path, batch_id)
                 self.server.dead_letters.remove(self.server.dead_letters.entry(path))

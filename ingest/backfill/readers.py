@@ -46,7 +46,10 @@ def chunks(file: InputFile, start: int, options: ReadOptions, stream=None,
     end; with `first_end`, the first chunk ends exactly there (a batch read
     again as it was). `stream`: stdin's, already opened."""
     if file.format == PARQUET:
-        yield from _parquet_chunks(file, start, options, first_end)
+        try:
+            yield from _parquet_chunks(file, start, options, first_end)
+        except (OSError, pa.ArrowException) as exc:
+            raise InputError(f"{file.name}: cannot read it: {first_line_of(exc)}") from None
         return
     raw = pa.PythonFile(stream, mode="r") if stream is not None else pa.OSFile(file.path, "rb")
     try:
@@ -57,12 +60,16 @@ def chunks(file: InputFile, start: int, options: ReadOptions, stream=None,
             yield from _array_chunks(file, decompressed, start, options, position, first_end)
         elif options.frame:
             yield from _framed_chunks(file, decompressed, start, options, position, first_end)
-        else:
-            yield from _ndjson_chunks(file, decompressed, start, options, position, first_end)
+        else:  # through a server, which has no batch of ours to rebuild: first_end does not arise
+            yield from _ndjson_chunks(file, decompressed, start, options, position)
     except (OSError, pa.ArrowException) as exc:
-        raise InputError(f"{file.name}: cannot read it: {exc}") from None
+        raise InputError(f"{file.name}: cannot read it: {first_line_of(exc)}") from None
     finally:
         raw.close()
+
+
+def first_line_of(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _framed_chunks(file: InputFile, stream, start: int, options: ReadOptions, position,
@@ -70,10 +77,11 @@ def _framed_chunks(file: InputFile, stream, start: int, options: ReadOptions, po
     """NDJSON framed as it is read, block by block, straight into each
     chunk's buffer (one copy of each line); a chunk ends when its buffer is
     full (max_events, chunk_bytes), at `first_end`, or at the end of the file."""
-    line = 1 + _skip(stream, start)  # the number of the next line to complete
+    line = 1 + _skip(stream, start, file.name)  # the number of the next line to complete
     framer = LineFramer(MAX_LINE_BYTES)
     block, at, base = b"", 0, start  # the block being framed, where in it, and its place in the file
     eof = False
+    tail_nonblank = False  # the line the framer holds unfinished has more than blanks so far
     while not eof:
         exact = first_end is not None and base + at == start
         lines = BatchBuffer(0, 0) if exact else BatchBuffer(options.max_events, options.chunk_bytes)
@@ -84,20 +92,32 @@ def _framed_chunks(file: InputFile, stream, start: int, options: ReadOptions, po
                 want = min(READ_BLOCK, first_end - base) if exact else READ_BLOCK
                 block, at = (stream.read(want) if want > 0 else b""), 0
                 if want == 0:  # the earlier run's batch is whole again
+                    if framer.pending_bytes:  # it ended at the end of the file, after a line with no newline
+                        if stream.read(1):
+                            raise InputError(f"{file.name}: byte {first_end}, where a batch of the earlier run "
+                                             "ended, is not at the end of a line")
+                        eof = True
+                        if framer.finish(lines) and numbers is not None:
+                            numbers.append(line)
                     break
                 if not block:
                     eof = True
                     if framer.finish(lines) and numbers is not None:  # its last line, with no newline after it
                         numbers.append(line)
                     break
-            pending, seen, events = framer.pending_bytes, framer.lines_seen, lines.events
+            carried, seen, events = tail_nonblank, framer.lines_seen, lines.events
             stop = framer.feed(block, at, lines)
             newlines = block.count(b"\n", at, stop)
             if numbers is None and framer.lines_seen - seen != newlines:  # blank lines: number each event
                 numbers = list(range(first_line, first_line + events))
             if numbers is not None:
                 numbers += [line + j for j, text in enumerate(block[at:stop].split(b"\n")[:newlines])
-                            if text.strip(BLANK) or (j == 0 and pending)]
+                            if text.strip(BLANK) or (j == 0 and carried)]
+            if framer.pending_bytes:  # a line goes on into the next block
+                last = block.rfind(b"\n", at, stop)
+                tail_nonblank = (carried and last < 0) or bool(block[max(last + 1, at):stop].strip(BLANK))
+            else:
+                tail_nonblank = False
             line += newlines
             at = stop
         end = base + at
@@ -116,36 +136,45 @@ def _numbered_origin(name: str, first_line: int, numbers: list | None) -> Callab
     return lambda index: f"{name}:{numbers[index]}"
 
 
-def _ndjson_chunks(file: InputFile, stream, start: int, options: ReadOptions, position,
-                   first_end: int | None) -> Iterator[Chunk]:
-    """NDJSON as text, cut after the last whole line of each read (to send it as it is)."""
-    line = 1 + _skip(stream, start)  # the line number of the first line of the next chunk
-    offset, pending = start, b""
-    exact = first_end - start if first_end is not None else 0
+def _ndjson_chunks(file: InputFile, stream, start: int, options: ReadOptions, position) -> Iterator[Chunk]:
+    """NDJSON as text, to send as it is. A chunk is the `chunk_bytes` from
+    its start cut after their last newline (a line longer than that: up to
+    its end), so it depends on its start alone: a resumed run cuts the same
+    chunks, and sends them under the same idempotency keys."""
+    size = options.chunk_bytes
+    line = 1 + _skip(stream, start, file.name)  # the line number of the first line of the next chunk
+    offset, data = start, b""
     while True:
-        block = stream.read(exact or options.chunk_bytes)
-        data = pending + block if pending else block
+        if len(data) < size:
+            data += _read_full(stream, size - len(data))
         if not data:
             return
-        if exact:
-            if len(data) < exact:
-                raise InputError(f"{file.name}: the file ends before byte {first_end}, where a batch of the "
-                                 "earlier run ended")
-            cut = exact
-        elif block:
-            cut = data.rfind(b"\n") + 1
-            if cut == 0:  # one line longer than a chunk: read on until it ends
-                pending = data
-                continue
+        if len(data) < size:  # the end of the file
+            cut = len(data)
         else:
-            cut = len(data)  # the last line, with no newline after it
-        piece, pending = data[:cut], data[cut:]
+            cut = data.rfind(b"\n", 0, size) + 1
+            while cut == 0:  # one line longer than a chunk: read on until it ends
+                more = _read_full(stream, size)
+                searched, data = len(data), data + more
+                newline = data.find(b"\n", searched)
+                cut = newline + 1 if newline >= 0 else len(data) if not more else 0
+        piece, data = data[:cut], data[cut:]
         count = piece.count(b"\n") + (0 if piece.endswith(b"\n") else 1)
         yield Chunk(offset, offset + len(piece), count, body=piece, origin=_text_origin(file.name, line, piece),
                     read_bytes=position() if position else offset + len(piece))
         offset += len(piece)
         line += count
-        exact = 0
+
+
+def _read_full(stream, size: int) -> bytes:
+    """`size` bytes, fewer only at the end of the stream (a pipe may hand back less at a time)."""
+    data = stream.read(size)
+    while data and len(data) < size:
+        more = stream.read(size - len(data))
+        if not more:
+            break
+        data += more
+    return data
 
 
 def _text_origin(name: str, first_line: int, piece: bytes) -> Callable[[int], str]:
@@ -159,7 +188,7 @@ def _text_origin(name: str, first_line: int, piece: bytes) -> Callable[[int], st
     return origin
 
 
-def _skip(stream, count: int) -> int:
+def _skip(stream, count: int, name: str) -> int:
     """Reads past the first `count` bytes (decompressed); returns the
     newlines among them, which number the lines after."""
     newlines = 0
@@ -167,7 +196,7 @@ def _skip(stream, count: int) -> int:
     while left > 0:
         block = stream.read(min(SKIP_BLOCK, left))
         if not block:
-            raise InputError(f"the file ends before byte {count}, where the earlier run had got to")
+            raise InputError(f"{name}: the file ends before byte {count}, where the earlier run had got to")
         newlines += block.count(b"\n")
         left -= len(block)
     return newlines
@@ -192,7 +221,9 @@ def _array_chunks(file: InputFile, stream, start: int, options: ReadOptions, pos
             lines = BatchBuffer(options.max_events, options.chunk_bytes)
         end = lines.extend(elements, index, None)  # at least one element, however large
         first = index
-        body = None if options.frame else b"\n".join(lines.line(i) for i in range(lines.events)) + b"\n"
+        # through a server: one element a line (a newline inside an element can only be JSON whitespace)
+        body = None if options.frame else b"\n".join(
+            lines.line(i).replace(b"\n", b" ").replace(b"\r", b" ") for i in range(lines.events)) + b"\n"
         yield Chunk(first, end, lines.events, lines=lines if options.frame else None, body=body,
                     origin=lambda i, first=first: f"{file.name}[{first + i}]", read_bytes=read_bytes)
         index = end
@@ -202,7 +233,12 @@ def _parquet_chunks(file: InputFile, start: int, options: ReadOptions, first_end
     try:
         parquet = pq.ParquetFile(file.path)
     except (OSError, pa.ArrowException) as exc:
-        raise InputError(f"{file.name}: not a readable Parquet file: {exc}") from None
+        raise InputError(f"{file.name}: not a readable Parquet file: {first_line_of(exc)}") from None
+    with parquet:
+        yield from _row_groups(file, parquet, start, options, first_end)
+
+
+def _row_groups(file: InputFile, parquet, start: int, options: ReadOptions, first_end: int | None) -> Iterator[Chunk]:
     total = parquet.metadata.num_rows or 1
     row = 0
     for group in range(parquet.num_row_groups):

@@ -52,7 +52,8 @@ def add_parser(subparsers) -> None:
                         help="bytes of JSON per batch (default: the server's --batch-bytes standalone, "
                              f"{TARGET_BATCH_BYTES >> 20} MiB per request with --target)")
     parser.add_argument("--batch-events", type=int, default=None,
-                        help="events per batch at most (default: the server's --batch-events)")
+                        help="standalone: events per batch at most (default: the server's --batch-events); "
+                             "through a server a request is --batch-bytes of NDJSON")
 
 
 def fail(message: str, status: int = 2) -> int:

@@ -118,3 +118,66 @@ def test_batch_ids_of_another_log_keep_their_name_and_stay_out_of_the_write_ahea
     ids = [("t", BatchId(1, 3)), ("t", BatchId(0, 4096, log="import-abc-1-2"))]
     assert Ledger.from_ids(ids).complete == {"t": {(1, 3)}}
     assert Ledger.from_ids(ids, "import-abc-1-2").complete == {"t": {(0, 4096)}}
+
+
+def test_the_resume_point_is_the_end_of_the_stretch_landed_from_the_start():
+    from ingest.backfill.local import resume_point
+
+    assert resume_point([], [], []) == (0, None)
+    assert resume_point([(0, 10), (10, 25)], [], []) == (25, None)
+    # a batch rejected whole between landed ones continues the stretch
+    assert resume_point([(0, 10), (20, 30)], [(10, 20)], []) == (30, None)
+    # one the encoder settled while the batch before it was still being written does not
+    assert resume_point([], [(10, 20)], []) == (0, None)
+    assert resume_point([(0, 10)], [(20, 30)], []) == (10, None)
+    # a batch of which some slices landed is read again exactly (DuckDB and Parquet: exact ranges)
+    assert resume_point([(0, 10)], [], [(10, 18)]) == (10, 18)
+    # Delta: the watermark as (1, last), and a partial batch's predecessors as (1, first - 1)
+    assert resume_point([(1, 40)], [], []) == (40, None)
+    assert resume_point([(1, 39)], [], [(40, 55)]) == (40, 55)
+    assert resume_point([], [], [(0, 12)]) == (0, 12)
+
+
+def test_an_exact_reread_takes_in_a_last_line_without_newline(tmp_path):
+    data = b'{"i":0}\n{"i":1}\n{"i":2}\n{"i":3}'
+    file = write(tmp_path / "a.ndjson", data)
+    [first, second] = list(chunks(file, 0, ReadOptions(1 << 20, 2, True)))
+    [again] = list(chunks(file, second.start, FRAMED, first_end=second.end))
+    assert (again.start, again.end, lines_of(again)) == (second.start, second.end, lines_of(second))
+
+
+def test_line_numbers_hold_when_a_blank_line_straddles_read_blocks(tmp_path, monkeypatch):
+    from ingest.backfill import readers
+
+    monkeypatch.setattr(readers, "READ_BLOCK", 9)
+    data = b'{"i":0}\n  \n{"i":2}\n\r\n{"i":4}\n'
+    file = write(tmp_path / "a.ndjson", data)
+    [chunk] = list(chunks(file, 0, FRAMED))
+    assert [chunk.origin(i) for i in range(chunk.events)] == [f"{file.path}:{n}" for n in (1, 3, 5)]
+
+
+def test_text_chunks_depend_on_their_start_alone_so_a_resumed_run_sends_the_same_keys(tmp_path):
+    data = b"".join(b'{"n":%d,"pad":"%s"}\n' % (i, b"x" * (i % 37)) for i in range(300))
+    file = write(tmp_path / "a.ndjson.gz", data, compress=True)
+    options = ReadOptions(chunk_bytes=500, max_events=10, frame=False)
+    first = [(c.start, c.end) for c in chunks(file, 0, options)]
+    for resumed_at in (first[3][0], first[17][0]):
+        assert [(c.start, c.end) for c in chunks(file, resumed_at, options)] == [r for r in first if r[0] >= resumed_at]
+    long_line = b'{"n":"' + b"y" * 2000 + b'"}\n'
+    file = write(tmp_path / "b.ndjson", b'{"a":1}\n' + long_line + b'{"a":2}')
+    assert [c.body for c in chunks(file, 0, options)] == [b'{"a":1}\n', long_line, b'{"a":2}']
+
+
+def test_a_pretty_printed_array_is_sent_one_element_a_line(tmp_path):
+    file = write(tmp_path / "a.json", b'[\n  {\n    "id": 1\n  },\n  {"id": 2}\n]\n')
+    [chunk] = list(chunks(file, 0, TEXT))
+    assert chunk.body.splitlines() == [b'{     "id": 1   }', b'{"id": 2}']
+
+
+def test_an_unreadable_parquet_file_is_an_input_error(tmp_path):
+    pq.write_table(pa.table({"n": list(range(1000))}), tmp_path / "p.parquet", row_group_size=100)
+    raw = bytearray((tmp_path / "p.parquet").read_bytes())
+    raw[600:800] = b"\xff" * 200
+    (tmp_path / "p.parquet").write_bytes(bytes(raw))
+    with pytest.raises(InputError, match="p.parquet: cannot read it"):
+        list(chunks(identify(str(tmp_path / "p.parquet")), 0, ReadOptions(1 << 20, 100, True)))
