@@ -87,7 +87,7 @@ class Standalone:
                 if await self._import_file(index, file, pipeline, entries, before):
                     read_whole.append(index)
         except MaxErrors:
-            self.summary.stopped = f"more than {self.max_errors} lines were rejected (--max-errors)"
+            pass  # over_max_errors, below, says so
         finally:
             self._reader.shutdown(wait=False)
             await pipeline.drain()
@@ -97,8 +97,7 @@ class Standalone:
             self.summary.events_rejected = counters.rejected - before[1]
             self.summary.events_dead_lettered = counters.dead_lettered - before[2]
             self.summary.seconds = time.monotonic() - self.progress.started  # as the bar counts it
-        if self.max_errors is not None and self.summary.events_rejected > self.max_errors and not self.summary.stopped:
-            self.summary.stopped = f"more than {self.max_errors} lines were rejected (--max-errors)"
+        self.summary.over_max_errors(self.max_errors)
         if read_whole and self.job.resumable:
             self.job.complete.update(read_whole)
             self.job.save()
@@ -139,7 +138,7 @@ class Standalone:
                 if delta and chunk.end >= DELTA_POSITION_LIMIT:
                     raise InputError(f"{file.name}: the Delta sink records positions below {DELTA_POSITION_LIMIT:,} "
                                      "bytes; split the file")
-                await self._room()
+                await self.server.budget.room()
                 batch_id = BatchId(chunk.start, chunk.end, log=log_name)
                 if chunk.rows is not None:
                     try:
@@ -162,13 +161,6 @@ class Standalone:
         self.progress.file_done(file.size)
         self.summary.bytes_read += max(file.size, 0)
         return True
-
-    async def _room(self) -> None:
-        budget = self.server.budget
-        if budget.exhausted:
-            room = asyncio.get_running_loop().create_future()
-            budget.wait_for_room(room, lambda: room.done() or room.set_result(None))
-            await room
 
     async def _landed_to(self, log_name: str, entries) -> tuple[int, int | None]:
         """Where the file's landed stretch ends, and the end of a batch

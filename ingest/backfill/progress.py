@@ -27,6 +27,13 @@ class Summary:
     stopped: str | None = None  # why the import stopped before the end, if it did
     resumable: bool = True
 
+    def over_max_errors(self, max_errors: int | None) -> bool:
+        """More lines rejected than --max-errors allows: the import stops, saying why."""
+        if max_errors is None or self.events_rejected <= max_errors:
+            return False
+        self.stopped = self.stopped or f"more than {max_errors} lines were rejected (--max-errors)"
+        return True
+
     @property
     def events_per_second(self) -> float:
         return self.events_read / self.seconds if self.seconds > 0 else 0.0

@@ -132,8 +132,7 @@ class ThroughServer:
         self.job.acknowledged[index] = chunk.end
         self._save()
         self.progress.advance(chunk.read_bytes, chunk.events, self.summary.events_landed, self.summary.events_rejected)
-        if self.max_errors is not None and self.summary.events_rejected > self.max_errors:
-            self.summary.stopped = f"more than {self.max_errors} lines were rejected (--max-errors)"
+        if self.summary.over_max_errors(self.max_errors):
             self._stop.set()
 
     def _save(self) -> None:

@@ -12,6 +12,7 @@ fill the budget again, or usage falls to the stream floor), so a stream that
 refills the budget at once cannot starve the requests."""
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 LOW_WATER_FRACTION = 0.75  # inputs resume once usage falls to this share of the budget
@@ -99,6 +100,14 @@ class MemoryBudget:
     def wait_for_room(self, owner: object, resume: Callable[[], None]) -> None:
         """`resume` runs once the streams may read again."""
         self._paused.hold(self.streams_paused, owner, resume)
+
+    async def room(self) -> None:
+        """Returns once there is room: at once unless the budget is exhausted,
+        else when the streams may read again (recovery and imports wait here)."""
+        if self.exhausted:
+            room = asyncio.get_running_loop().create_future()
+            self.wait_for_room(room, lambda: room.done() or room.set_result(None))
+            await room
 
     def forget(self, owner: object) -> None:
         self._paused.forget(owner)

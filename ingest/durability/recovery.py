@@ -92,10 +92,7 @@ class Recovery:
             if record.lsn in partial_ends.get(record.table, ()):
                 pipeline.seal("replay")
             replayed += record.events
-            if self.budget.exhausted:
-                room = loop.create_future()
-                self.budget.wait_for_room(room, lambda: room.done() or room.set_result(None))
-                await room
+            await self.budget.room()
         for table, last in last_seen.items():
             wal.settle(table, first_replayed[table] - 1 if table in first_replayed else last)
         if replayed or skipped:
