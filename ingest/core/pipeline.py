@@ -161,11 +161,11 @@ class TablePipeline:
         that come after. Counted and settled like lines. Returns the lsn, if
         logged. With `batch_id` (an import's rows: its place in another
         log) nothing is logged and the batch lands under that id."""
-        if batch_id is not None:
-            self._append_structured(batch, None, receipt, batch_id)
-            return None
-        lsn = self._log_batch(batch, meta, keyed) if self._context.wal is not None else None
-        self._append_structured(batch, lsn, receipt)
+        lsn = None
+        if batch_id is None:
+            lsn = self._log_batch(batch, meta, keyed) if self._context.wal is not None else None
+            batch_id = None if lsn is None else BatchId(lsn, lsn)
+        self._append_structured(batch, batch_id, receipt)
         return lsn
 
     def append_placed(self, lines, batch_id: BatchId, origin=None) -> None:
@@ -206,7 +206,7 @@ class TablePipeline:
 
     def replay_batch(self, lsn: int, batch: pa.RecordBatch, receipt: Receipt | None = None) -> None:
         """An Arrow record's rows handed back by recovery, under its own lsn."""
-        self._append_structured(batch, lsn, receipt)
+        self._append_structured(batch, BatchId(lsn, lsn), receipt)
 
     def expedite(self) -> None:
         """A client waits for the buffered lines to land: seal shortly, not
@@ -239,8 +239,7 @@ class TablePipeline:
         self._batcher.push(events, nbytes)
         return lsn
 
-    def _append_structured(self, batch: pa.RecordBatch, lsn: int | None, receipt: Receipt | None,
-                           batch_id: BatchId | None = None) -> None:
+    def _append_structured(self, batch: pa.RecordBatch, batch_id: BatchId | None, receipt: Receipt | None) -> None:
         """Queues structured rows as their own sealed batch, behind the lines buffered before them."""
         if self._buffer.events:
             self.seal(ARROW_TRIGGER)
@@ -250,8 +249,6 @@ class TablePipeline:
         self.counters.sealed(ARROW_TRIGGER)
         self._in_flight += rows
         self._context.budget.take(batch.nbytes)
-        if lsn is not None:
-            batch_id = BatchId(lsn, lsn)
         self._sealed.put_nowait(Sealed(None, batch_id, groups, structured=batch))
 
     # logging to the write-ahead log
